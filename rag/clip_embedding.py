@@ -1,0 +1,157 @@
+"""CLIP-family (CLIP, SigLIP) image+text embedder behind LlamaIndex's MultiModalEmbedding interface.
+
+llama-index-embeddings-clip needs OpenAI's git-only `clip` package and torchvision (CUDA-linked here),
+so this implements the same interface on transformers' CLIPModel/SiglipModel instead.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from llama_index.core.base.embeddings.base import Embedding
+from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
+from llama_index.core.schema import ImageType
+from PIL import Image
+from pydantic import PrivateAttr
+
+from rag.errors import ModelUnavailableError
+from rag.hub import load_from_hub_or_folder
+from rag.images import load_image
+
+ImageInput = ImageType | Image.Image | Path
+
+
+def _as_pil(image: ImageInput) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (bytes, bytearray)):
+        return Image.open(io.BytesIO(image)).convert("RGB")
+    if isinstance(image, io.IOBase):
+        return Image.open(image).convert("RGB")
+    return load_image(image)
+
+
+def _features(output: Any) -> Any:
+    # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor.
+    return output if hasattr(output, "norm") else output.pooler_output
+
+
+def _unreachable_message(model_id: str, exc: Exception) -> str:
+    return (
+        f"cannot load CLIP model {model_id!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
+        "No weights are cached here and the model hub is unreachable: pass --clip-model /path/to/hf-folder "
+        "(a CLIP or SigLIP folder saved with save_pretrained or `hf download`), or --clip-model none to index caption-side only."
+    )
+
+
+def _load_pretrained(source: str) -> tuple[Any, Any]:
+    from transformers import AutoModel, AutoProcessor
+
+    def load(local_only: bool) -> tuple[Any, Any]:
+        model = AutoModel.from_pretrained(source, local_files_only=local_only)
+        return model, AutoProcessor.from_pretrained(source, local_files_only=local_only)
+
+    return load_from_hub_or_folder(source, load)
+
+
+class ClipEmbedding(MultiModalEmbedding):
+    """L2-normalised image and text vectors from one CLIP/SigLIP checkpoint (hub id or local folder)."""
+
+    model_id: str = "openai/clip-vit-base-patch32"
+    device: str = "cpu"
+    _model: Any = PrivateAttr()
+    _processor: Any = PrivateAttr()
+    _dim: int = PrivateAttr()
+    _text_kwargs: dict = PrivateAttr()
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, *, device: str = "cpu", batch_size: int = 32) -> "ClipEmbedding":
+        import torch  # noqa: F401  (import early so a broken torch fails here, not mid-index)
+        from transformers.utils import logging as hf_logging
+
+        local = Path(model_id).expanduser()
+        source = str(local) if local.exists() else model_id
+        previous = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the torchvision-less PIL image-processor fallback warns on every load
+        try:
+            model, processor = _load_pretrained(source)
+            model = model.to(device).eval()
+        except Exception as exc:  # OSError, HTTP errors, ValueError for non-model folders
+            raise ModelUnavailableError(_unreachable_message(model_id, exc)) from exc
+        finally:
+            hf_logging.set_verbosity(previous)
+        if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
+            raise ModelUnavailableError(f"{model_id!r} is a {type(model).__name__}, not a CLIP/SigLIP dual encoder")
+        embedder = cls(model_name=model_id, model_id=model_id, device=device, embed_batch_size=batch_size)
+        embedder._model = model
+        embedder._processor = processor
+        config = model.config
+        embedder._dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
+        is_siglip = "siglip" in config.model_type
+        embedder._text_kwargs = {"padding": "max_length", "max_length": 64} if is_siglip else {"padding": True}
+        return embedder
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ClipEmbedding"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _encode_texts(self, texts: Sequence[str]) -> list[Embedding]:
+        import torch
+
+        with torch.inference_mode():
+            inputs = self._processor(text=list(texts), return_tensors="pt", truncation=True, **self._text_kwargs)
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            features = _features(self._model.get_text_features(**inputs))
+            return torch.nn.functional.normalize(features.float(), dim=-1).cpu().tolist()
+
+    def _encode_images(self, images: Sequence[ImageInput]) -> list[Embedding]:
+        import torch
+
+        pil_images = [_as_pil(image) for image in images]
+        with torch.inference_mode():
+            inputs = self._processor(images=pil_images, return_tensors="pt")
+            pixels = inputs["pixel_values"].to(self.device)
+            features = _features(self._model.get_image_features(pixel_values=pixels))
+            return torch.nn.functional.normalize(features.float(), dim=-1).cpu().tolist()
+
+    def _batched(self, items: Sequence[Any], encode: Any) -> list[Embedding]:
+        out: list[Embedding] = []
+        for start in range(0, len(items), self.embed_batch_size):
+            out.extend(encode(items[start : start + self.embed_batch_size]))
+        return out
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._encode_texts([query])[0]
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._encode_texts([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._batched(texts, self._encode_texts)
+
+    def _get_image_embedding(self, img_file_path: ImageInput) -> Embedding:
+        return self._encode_images([img_file_path])[0]
+
+    async def _aget_image_embedding(self, img_file_path: ImageInput) -> Embedding:
+        return self._get_image_embedding(img_file_path)
+
+    def _get_image_embeddings(self, img_file_paths: list[ImageInput]) -> list[Embedding]:
+        return self._batched(img_file_paths, self._encode_images)
+
+
+def load_clip(model_id: str | None, *, batch_size: int = 32) -> ClipEmbedding | None:
+    """None/'none' → no CLIP side; otherwise load or raise ModelUnavailableError with one readable line."""
+    if model_id is None or model_id.lower() == "none":
+        return None
+    logging.getLogger(__name__).info("loading CLIP model %s", model_id)
+    return ClipEmbedding.from_pretrained(model_id, batch_size=batch_size)

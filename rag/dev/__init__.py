@@ -1,0 +1,1 @@
+"""Development helpers: test models built from config, local servers for tests and benches."""
