@@ -80,6 +80,14 @@ def coerce_filters(filters: dict[str, str] | None, catalog: dict[str, CatalogRec
     return typed
 
 
+def _settings_with_index_models(settings: Settings, stored: dict[str, str | None]) -> Settings:
+    from dataclasses import replace
+
+    clip = stored.get("clip_model")
+    return replace(settings, clip_model=None if clip in (None, "none") else clip,
+                   text_model=stored.get("text_model") or settings.text_model)
+
+
 class SearchEngine:
     def __init__(self, settings: Settings, store: CatalogStore, clip: ClipEmbedding | None, text_embedder: Any) -> None:
         self.settings = settings
@@ -91,8 +99,19 @@ class SearchEngine:
         self._retrievers = self._build_retrievers()
 
     @classmethod
-    def open(cls, settings: Settings, *, clip: ClipEmbedding | None = None, text_embedder: Any = None) -> "SearchEngine":
-        """Open for search. Models may be passed in to share them (the app and eval load them once)."""
+    def open(cls, settings: Settings, *, clip: ClipEmbedding | None = None, text_embedder: Any = None,
+             models_from_index: bool = False) -> "SearchEngine":
+        """Open for search. Models may be passed in to share them (the app and eval load them once).
+
+        models_from_index: use the CLIP and text models recorded in the index instead of the settings'.
+        """
+        if settings.is_embedded and not Path(settings.store_uri).exists():
+            raise MmragError(f"no index at {settings.store_uri}: run `mmrag index PATH` first (or pass --data-dir/--uri)")
+        stored = CatalogStore.peek_models(settings)  # reach the store before paying for model loads
+        if stored is None:
+            raise MmragError(f"no index at {settings.store_uri}: run `mmrag index PATH` first")
+        if models_from_index and clip is None and text_embedder is None and stored:
+            settings = _settings_with_index_models(settings, stored)
         if clip is None and settings.clip_model:
             clip = load_clip(settings.clip_model, batch_size=settings.batch_size)
         text_embedder = text_embedder or make_text_embedder(settings.text_model)
@@ -100,7 +119,6 @@ class SearchEngine:
         if store.caption is None:
             store.close()
             raise MmragError(f"no index at {settings.store_uri}: run `mmrag index PATH` first")
-        stored = store.stored_models()
         if stored.get("text_model") and stored["text_model"] != text_embedder.model_name:
             store.close()
             raise MmragError(

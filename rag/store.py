@@ -7,8 +7,10 @@ run can never duplicate an image.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 from typing import Any, Iterable, Iterator, Sequence
 
 from llama_index.core.schema import TextNode
@@ -35,13 +37,49 @@ def _index_configs(n_vectors: int, server: bool) -> tuple[dict | None, dict | No
 
 
 def _open_error(settings: Settings, exc: Exception) -> StoreUnavailableError:
-    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    if settings.is_embedded and ("lock" in reason.lower() or "LOCK" in reason):
-        return StoreUnavailableError(
-            f"Milvus Lite folder {settings.store_uri} is in use by another process (one process at a time): "
-            f"stop it, or serve the folder with `milvus-lite server --host 127.0.0.1` and pass --uri http://127.0.0.1:PORT"
-        )
+    reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    reason = str(reason).splitlines()[0][:200]
     return StoreUnavailableError(f"cannot open Milvus at {settings.store_uri}: {reason}")
+
+
+# Milvus Lite runs one in-process server per .db folder, holding the folder's lock until released.
+# Count this process's users of each folder so the last close releases the lock for other processes.
+_embedded_users: dict[str, int] = {}
+
+
+def _acquire_embedded(uri: str) -> None:
+    path = os.path.abspath(uri)
+    if _embedded_users.get(path, 0) == 0 and _locked_elsewhere(path):
+        raise StoreUnavailableError(
+            f"Milvus Lite folder {uri} is in use by another process (one process at a time): wait for it, or serve "
+            "the folder with `milvus-lite server --host 127.0.0.1 --port 19530 --data-dir FOLDER` and pass --uri http://127.0.0.1:19530"
+        )
+    _embedded_users[path] = _embedded_users.get(path, 0) + 1
+
+
+def _release_embedded(uri: str) -> None:
+    path = os.path.abspath(uri)
+    _embedded_users[path] = _embedded_users.get(path, 1) - 1
+    if _embedded_users[path] <= 0:
+        _embedded_users.pop(path, None)
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(path)
+
+
+def _locked_elsewhere(path: str) -> bool:
+    lock_file = os.path.join(path, "LOCK")
+    if not os.path.exists(lock_file):
+        return False
+    fd = os.open(lock_file, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 class CatalogStore:
@@ -57,12 +95,14 @@ class CatalogStore:
         self.caption: Any = None
         uri = settings.store_uri
         if settings.is_embedded:
-            from pathlib import Path
-
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+            _acquire_embedded(uri)
+        self._released = False
         try:
             probe = MilvusClient(uri=uri, token=settings.token, timeout=10)
             existing = set(probe.list_collections())
+            for name in existing & {settings.caption_collection, settings.image_collection}:
+                probe.load_collection(name)  # Milvus Lite 3 reopens collections released
             n_rows = 0
             if settings.caption_collection in existing:
                 n_rows = int(probe.get_collection_stats(settings.caption_collection).get("row_count", 0))
@@ -82,9 +122,11 @@ class CatalogStore:
 
             self.caption = open_store(settings.caption_collection, text_dim)
             self.image = open_store(settings.image_collection, image_dim)
-        except StoreUnavailableError:
-            raise
-        except Exception as exc:  # grpc, milvus-lite lock, bad URI
+        except Exception as exc:  # grpc, milvus-lite, bad URI
+            if settings.is_embedded:
+                _release_embedded(uri)
+            if isinstance(exc, StoreUnavailableError):
+                raise
             raise _open_error(settings, exc) from exc
         self._client = probe
 
@@ -104,13 +146,17 @@ class CatalogStore:
 
     def _scan(self, name: str, fields: list[str]) -> Iterator[dict[str, Any]]:
         """Every row of a collection, page by page (query_iterator has no row limit)."""
-        pymilvus_log = logging.getLogger("pymilvus")
-        level = pymilvus_log.level
-        pymilvus_log.setLevel(logging.ERROR)  # Milvus Lite has no mvcc timestamp; the iterator warns each time
+        # Milvus Lite has no timestamp service: the iterator falls back to a client-side timestamp,
+        # and both sides log that loudly. It is expected, so silence those two loggers meanwhile.
+        noisy = [logging.getLogger("pymilvus"), logging.getLogger("grpc._server")]
+        levels = [logger.level for logger in noisy]
+        for logger in noisy:
+            logger.setLevel(logging.CRITICAL)
         try:
             iterator = self._client.query_iterator(name, batch_size=_PAGE, filter="", output_fields=fields)
         finally:
-            pymilvus_log.setLevel(level)
+            for logger, level in zip(noisy, levels):
+                logger.setLevel(level)
         try:
             while rows := iterator.next():
                 yield from rows
@@ -135,6 +181,17 @@ class CatalogStore:
             return {}
         rows = self._client.query(name, filter="", output_fields=list(MODEL_KEYS), limit=1)
         return {key: rows[0].get(key) for key in MODEL_KEYS} if rows else {}
+
+    @staticmethod
+    def peek_models(settings: Settings) -> dict[str, str | None] | None:
+        """The models an existing index was built with ({} when empty, None when there is no index)."""
+        store = CatalogStore(settings, image_dim=None, text_dim=None, create=False)
+        try:
+            if settings.caption_collection not in store.client.list_collections():
+                return None
+            return store.stored_models()
+        finally:
+            store.close()
 
     def upsert(self, records: Sequence[CatalogRecord], text_vectors: Sequence[list[float]],
                image_vectors: Sequence[list[float]] | None) -> None:
@@ -192,6 +249,9 @@ class CatalogStore:
             self._client.close()
         except Exception:
             pass
+        if self.settings.is_embedded and not self._released:
+            self._released = True
+            _release_embedded(self.settings.store_uri)
 
 
 def _node(record: CatalogRecord, vector: list[float]) -> TextNode:

@@ -1,0 +1,33 @@
+# The two commands the README promises: `make demo` (set up + index the sample catalog on embedded
+# Milvus Lite + example searches) and `make test` (set up + the whole test suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED_DATA ?= ../shared/data
+
+.PHONY: setup demo test browser-deps bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first and exactly 2.13.0: the local CPU wheel (any other torch requirement pulls CUDA).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium could not be installed: the browser test will be skipped"
+
+demo: setup
+	MMRAG_SHARED_DATA=$(SHARED_DATA) bash scripts/demo.sh
+
+test: setup browser-deps
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) bench/clip_throughput.py && $(PY) bench/query_latency.py && $(PY) bench/ann_recall.py
+
+clean:
+	rm -rf mmrag_data .cache .pytest_cache
