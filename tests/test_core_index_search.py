@@ -29,6 +29,8 @@ def clip_index(tmp_path_factory, retrieval_data, retrieval_rows, clip_model, tex
     images = copy_sample(retrieval_rows, retrieval_data, root, 24, step=20)
     first = sorted(images.iterdir())[0]
     (images / "copy_of_first.jpg").write_bytes(first.read_bytes())
+    with Image.open(first) as img:  # same picture, other bytes: a near-duplicate, not an exact copy
+        img.resize((img.width // 2, img.height // 2)).save(images / "zz_smaller_first.jpg", quality=80)
     (images / "empty.jpg").write_bytes(b"")
     (images / "notes.txt").write_text("not an image")
     (images / "fake.png").write_text("plain text pretending to be a png")
@@ -42,19 +44,20 @@ def clip_index(tmp_path_factory, retrieval_data, retrieval_rows, clip_model, tex
 
 def _good_hashes(images: Path) -> set[str]:
     good = [p for p in images.iterdir() if p.suffix == ".jpg" and p.name not in ("empty.jpg", "truncated.jpg")]
+    good = [p for p in good if p.name != "zz_smaller_first.jpg"] + [images / "zz_smaller_first.jpg"]
     return {file_sha256(p) for p in good}
 
 
 def test_both_collections_hold_every_good_image_once(clip_index) -> None:
     settings, images, report = clip_index
     expected = _good_hashes(images)
-    assert len(expected) == 24 and report.indexed == 24 and report.total_in_store == 24
+    assert len(expected) == 25 and report.indexed == 25 and report.total_in_store == 25
     store = CatalogStore(settings, image_dim=512, text_dim=384, create=False)
     try:
         assert store.image_ids() == expected and store.caption_ids() == expected
         for name in (settings.image_collection, settings.caption_collection):
             rows = store.client.query(name, filter="", output_fields=["count(*)"])
-            assert rows[0]["count(*)"] == 24  # no duplicate rows behind the distinct ids
+            assert rows[0]["count(*)"] == 25  # no duplicate rows behind the distinct ids
     finally:
         store.close()
 
@@ -68,10 +71,17 @@ def test_bad_files_are_listed_and_copies_indexed_once(clip_index) -> None:
     assert [Path(p).name for p, _ in report.duplicates] == ["copy_of_first.jpg"]
 
 
+def test_near_duplicates_are_reported(clip_index) -> None:
+    _, images, report = clip_index
+    first = sorted(p for p in images.glob("coco_*.jpg"))[0]
+    pair = {file_sha256(first), file_sha256(images / "zz_smaller_first.jpg")}
+    assert any({a, b} == pair and cosine >= 0.95 for a, b, cosine in report.near_duplicates)
+
+
 def test_rerun_indexes_nothing_new(clip_index, clip_model, text_model) -> None:
     settings, images, _ = clip_index
     again = index_folder(images, settings, show_progress=False, clip=clip_model, text_embedder=text_model)
-    assert (again.indexed, again.already_indexed, again.total_in_store) == (0, 24, 24)
+    assert (again.indexed, again.already_indexed, again.total_in_store) == (0, 25, 25)
 
 
 def test_text_image_and_hybrid_queries_report_per_retriever_ranks(clip_index, clip_model, text_model) -> None:
@@ -103,7 +113,7 @@ def test_image_query_drops_its_own_hit(clip_index, clip_model, text_model) -> No
         for mode in ("clip", "hybrid", "caption"):
             response = engine.search(image=query, mode=mode, k=30)
             assert own not in [r.id for r in response.results]
-            assert len(response.results) == 23 if mode != "caption" else len(response.results) >= 1
+            assert len(response.results) == 24 if mode != "caption" else len(response.results) >= 1
         # The same image under another name is still "itself" (same content hash).
         copy = images / "copy_of_first.jpg"
         assert file_sha256(copy) not in [r.id for r in engine.search(image=copy, mode="clip", k=30).results]
