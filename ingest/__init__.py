@@ -1,0 +1,1 @@
+"""Indexing pipeline: caption sources (metadata sidecar, OCR, VLM), caption cache, and the index run."""
