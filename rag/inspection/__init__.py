@@ -1,0 +1,1 @@
+"""VLM visual inspection: prompts, answer parsing, crop/zoom, pixel baseline, runner and CLI."""
