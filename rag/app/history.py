@@ -8,21 +8,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.search import SearchResult
+
 RETRIEVER_LABELS = {"clip": "CLIP", "caption": "caption", "bm25": "BM25"}
 _turn_ids = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class ResultCard:
-    """What one thumbnail shows: rank, fused score, each retriever's rank, caption and a few fields."""
-
-    id: str
-    path: str
-    score: float
-    rank: int
-    ranks: dict[str, int | None]
-    caption: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+@dataclass
+class ResultCard(SearchResult):
+    """What one thumbnail shows: a SearchResult (rank, fused score, each retriever's rank, caption, fields)."""
 
     @classmethod
     def from_result(cls, result: Any) -> "ResultCard":

@@ -141,22 +141,10 @@ def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rag.inspection.cli", description=__doc__.splitlines()[0])
-    add_inspect_arguments(parser)
-    parser.add_argument("--data-dir", type=Path, help="where the VLM cache lives (env MMRAG_DATA_DIR, default mmrag_data)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env().with_(data_dir=args.data_dir)
-        return run_inspect(args, settings)
-    except MmragError as exc:
-        if args.debug:
-            raise
-        print(f"mmrag: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mmrag: interrupted (cached VLM answers are kept)", file=sys.stderr)
-        return 130
+    """`python -m rag.inspection.cli ...` is `mmrag inspect ...` (same flags, same one-line errors)."""
+    from rag.cli import main as mmrag_main
+
+    return mmrag_main(["inspect", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
