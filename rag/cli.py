@@ -55,6 +55,7 @@ def _add_index(sub: Any) -> None:
     p.add_argument("--near-dup", type=float, default=0.95, help="report image pairs above this CLIP cosine (default 0.95)")
     p.add_argument("--json", action="store_true", help="print the run report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--native-hybrid", action="store_true", help="also mirror rows into the collection Milvus-native hybrid search uses")
     _add_common(p)
     p.set_defaults(func=cmd_index)
 
@@ -65,6 +66,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.errors import ModelUnavailableError
 
     settings = settings_from_args(args)
+    if args.native_hybrid:
+        os.environ["MMRAG_NATIVE_HYBRID"] = "1"
     sources = {s.strip() for s in args.captioner.split(",") if s.strip()}
     unknown = sources - {"vlm", "ocr"}
     if unknown:
@@ -107,6 +110,8 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="metadata filter, repeatable (AND)")
     p.add_argument("--weights", help="hybrid RRF weights, e.g. clip=1,caption=1,bm25=0.5")
     p.add_argument("--json", action="store_true", help="print the stable JSON contract")
+    p.add_argument("--native-hybrid", action="store_true",
+                   help="run hybrid as one Milvus hybrid_search (BM25 function + RRFRanker; equal weights, no per-retriever ranks)")
     _add_common(p)
     p.set_defaults(func=cmd_search)
 
@@ -128,6 +133,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.query is None and args.image is None:
         raise MmragError("give a text query or --image PATH")
     filters = parse_filters(args.filter)
+    if args.native_hybrid:
+        os.environ["MMRAG_NATIVE_HYBRID"] = "1"
+    SearchEngine.limit_query_threads()
     with SearchEngine.open(settings, models_from_index=args.clip_model is None and args.text_model is None) as engine:
         response = engine.search(args.query, image=args.image, mode=args.mode, k=args.k, filters=filters)
     if args.json:

@@ -69,7 +69,7 @@ class ClipEmbedding(MultiModalEmbedding):
 
     @classmethod
     def from_pretrained(cls, model_id: str, *, device: str = "cpu", batch_size: int = 32) -> "ClipEmbedding":
-        import torch  # noqa: F401  (import early so a broken torch fails here, not mid-index)
+        import torch  # import early so a broken torch fails here, not mid-index
         from transformers.utils import logging as hf_logging
 
         local = Path(model_id).expanduser()
@@ -79,6 +79,8 @@ class ClipEmbedding(MultiModalEmbedding):
         try:
             model, processor = _load_pretrained(source)
             model = model.to(device).eval()
+            if _use_bf16(device):
+                model = model.to(torch.bfloat16)  # 4.1x image throughput on AMX CPUs (bench/RESULTS.md section 1)
         except Exception as exc:  # OSError, HTTP errors, ValueError for non-model folders
             raise ModelUnavailableError(_unreachable_message(model_id, exc)) from exc
         finally:
@@ -117,7 +119,7 @@ class ClipEmbedding(MultiModalEmbedding):
         pil_images = [_as_pil(image) for image in images]
         with torch.inference_mode():
             inputs = self._processor(images=pil_images, return_tensors="pt")
-            pixels = inputs["pixel_values"].to(self.device)
+            pixels = inputs["pixel_values"].to(self.device, dtype=self._model.dtype)
             features = _features(self._model.get_image_features(pixel_values=pixels))
             return torch.nn.functional.normalize(features.float(), dim=-1).cpu().tolist()
 
@@ -147,6 +149,18 @@ class ClipEmbedding(MultiModalEmbedding):
 
     def _get_image_embeddings(self, img_file_paths: list[ImageInput]) -> list[Embedding]:
         return self._batched(img_file_paths, self._encode_images)
+
+
+def _use_bf16(device: str) -> bool:
+    """bf16 weights where the CPU multiplies bf16 natively (AMX / AVX512-BF16); MMRAG_CLIP_DTYPE=fp32|bf16 forces."""
+    import os
+
+    import torch
+
+    forced = (os.environ.get("MMRAG_CLIP_DTYPE") or "").lower()
+    if forced in ("fp32", "float32", "bf16", "bfloat16"):
+        return forced.startswith("bf")
+    return device == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def load_clip(model_id: str | None, *, batch_size: int = 32) -> ClipEmbedding | None:

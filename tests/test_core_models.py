@@ -24,7 +24,8 @@ def test_random_clip_loads_like_a_downloaded_model(clip_model, retrieval_data) -
     batch = clip_model.get_image_embedding_batch(images)
     assert len(batch) == 5 and all(len(v) == 512 and _norm(v) == pytest.approx(1.0, abs=1e-5) for v in batch)
     single = clip_model.get_image_embedding(images[2])
-    assert single == pytest.approx(batch[2], abs=1e-4)  # batching does not change a vector
+    # bf16 kernels (AMX CPUs) may round differently per batch size: ~1e-3 per component, cosine > 0.9999
+    assert sum(a * b for a, b in zip(single, batch[2])) > 0.9999
     text = clip_model.get_query_embedding("a dog on a beach")
     assert len(text) == 512 and _norm(text) == pytest.approx(1.0, abs=1e-5)
 

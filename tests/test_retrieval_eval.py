@@ -385,7 +385,7 @@ def test_mmrag_eval_end_to_end_on_a_slice(tmp_path, capsys):
     root, gold_path, pick = _slice(tmp_path)
     out = tmp_path / "report"
     argv = ["--catalog", str(root), "--gold", str(gold_path), "--out", str(out), "--text-models", "all-MiniLM-L6-v2",
-            "--clip-models", "none", "--caption-sources", "catalog", "--no-progress"]
+            "--clip-models", "none", "--caption-sources", "catalog", "--no-progress", "--threads", "0"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "clip: not run (no CLIP weights)" in printed and "hybrid+rerank: not run (no CLIP weights)" in printed

@@ -30,6 +30,8 @@ READER = textwrap.dedent(
     from pymilvus import MilvusClient
     uri, collection, expected, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     client = MilvusClient(uri=uri, timeout=10)
+    client.list_collections()
+    open(out + ".ready", "w").close()  # the indexer starts only once this reader is connected
     seen, errors, deadline = [], [], time.monotonic() + 240
     while time.monotonic() < deadline:
         try:
@@ -59,6 +61,10 @@ def served(tmp_path_factory, retrieval_data, retrieval_rows, text_model):
     reader = subprocess.Popen([sys.executable, "-c", READER, server.uri, settings.caption_collection,
                                str(N_IMAGES), str(reader_out)])
     try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{reader_out}.ready").exists():
+            assert reader.poll() is None and time.monotonic() < deadline, "reader process did not start"
+            time.sleep(0.1)
         report = index_folder(images, settings, metadata=root / "metadata.jsonl", show_progress=False,
                               text_embedder=text_model)
         assert reader.wait(timeout=240) == 0
