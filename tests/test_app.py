@@ -170,7 +170,8 @@ def test_save_upload_keeps_bytes_inside_temp_dir() -> None:
 
 
 def test_save_upload_refuses_folder_outside_temp(tmp_path: Path) -> None:
-    outside = Path.cwd() / "uploads_should_not_exist"
+    # The repo itself may live under the temp dir (a CI clone in /tmp), so aim beside the temp dir instead.
+    outside = Path(tempfile.gettempdir()).resolve().parent / "mmrag_uploads_should_not_exist"
     with pytest.raises(BadUploadError, match="outside the temp dir"):
         save_upload("a.png", _png(), outside)
     assert not outside.exists()
