@@ -23,6 +23,18 @@ from rag.index_params import index_params_for, is_milvus_lite
 
 log = logging.getLogger(__name__)
 
+class _NoTimestampServiceNoise(logging.Filter):
+    """Milvus Lite has no timestamp service: query_iterator falls back to a client-side timestamp, and both
+    pymilvus and the in-process gRPC server log that expected miss loudly (with a traceback). Drop just those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("mvccTs" in text or "Method not implemented" in text or "AllocTimestamp" in text)
+
+
+for _name in ("grpc._server", "pymilvus.orm.iterator"):
+    logging.getLogger(_name).addFilter(_NoTimestampServiceNoise())
+
 # Fields LlamaIndex adds to every row that are not catalog metadata.
 _INTERNAL_KEYS = {"_node_content", "_node_type", "doc_id", "document_id", "ref_doc_id", "embedding", "text", "id"}
 MODEL_KEYS = ("clip_model", "text_model")
@@ -144,17 +156,7 @@ class CatalogStore:
 
     def _scan(self, name: str, fields: list[str]) -> Iterator[dict[str, Any]]:
         """Every row of a collection, page by page (query_iterator has no row limit)."""
-        # Milvus Lite has no timestamp service: the iterator falls back to a client-side timestamp,
-        # and both sides log that loudly. It is expected, so silence those two loggers meanwhile.
-        noisy = [logging.getLogger("pymilvus"), logging.getLogger("grpc._server")]
-        levels = [logger.level for logger in noisy]
-        for logger in noisy:
-            logger.setLevel(logging.CRITICAL)
-        try:
-            iterator = self._client.query_iterator(name, batch_size=_PAGE, filter="", output_fields=fields)
-        finally:
-            for logger, level in zip(noisy, levels):
-                logger.setLevel(level)
+        iterator = self._client.query_iterator(name, batch_size=_PAGE, filter="", output_fields=fields)
         try:
             while rows := iterator.next():
                 yield from rows
