@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from rag.config import shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "bench"
 
 
 def shared_data() -> Path:
-    return Path(os.environ.get("MMRAG_SHARED_DATA") or (REPO / "../shared/data")).resolve()
+    return shared_data_dir()
 
 
 def random_clip_dir() -> Path:

@@ -23,14 +23,14 @@ from eval.retrieval_eval import (
     EvalOptions,
     run_experiments,
 )
-from rag.config import Settings
+from rag.config import Settings, shared_data_dir
 from rag.errors import MmragError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def default_catalog() -> Path:
-    return Path(os.environ.get("MMRAG_SHARED_DATA", ROOT / "../shared/data")).resolve() / "retrieval"
+    return shared_data_dir() / "retrieval"
 
 
 def _csv(value: str) -> tuple[str, ...]:

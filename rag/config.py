@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 RETRIEVERS = ("clip", "caption", "bm25")
@@ -15,6 +16,11 @@ MODES = ("clip", "caption", "bm25", "hybrid")
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def shared_data_dir() -> Path:
+    """The shared sample data (retrieval/, inspection/): $MMRAG_SHARED_DATA, else ../shared/data beside the repo."""
+    return Path(_env("MMRAG_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data").resolve()
 
 
 def parse_weights(text: str) -> dict[str, float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.gold import GoldError, compute_relevance, judged_pool, parse_expr, read_metadata  # noqa: E402
+from rag.config import shared_data_dir  # noqa: E402
 
 RELEVANCE_SOURCE = ("COCO 2017 instance categories (metadata field 'categories' / 'category_counts') of rows with "
                     "source=coco2017 and categories_known=true; Open Images rows (sparse boxes) and COCO rows "
@@ -28,7 +28,7 @@ MIN_RELEVANT = 3
 
 
 def default_catalog() -> Path:
-    return Path(os.environ.get("MMRAG_SHARED_DATA", ROOT / "../shared/data")).resolve() / "retrieval"
+    return shared_data_dir() / "retrieval"
 
 
 def rebuild(doc: dict, rows: list[dict]) -> tuple[dict, list[str]]:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from rag.config import shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MMRAG_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+SHARED_DATA = shared_data_dir()
 RETRIEVAL = SHARED_DATA / "retrieval"
 INSPECTION = SHARED_DATA / "inspection"
 

@@ -1,7 +1,6 @@
 """Gold file: expression language, relevance from categories, validation errors."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,11 @@ from eval.gold import (
     parse_expr,
     parse_gold,
 )
+from rag.config import shared_data_dir
 from rag.errors import MmragError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MMRAG_SHARED_DATA", ROOT / "../shared/data")) / "retrieval"
+SHARED = shared_data_dir() / "retrieval"
 
 ROWS = [
     {"file": "images/a.jpg", "source": "coco2017", "categories_known": True, "categories": ["cat", "laptop"],

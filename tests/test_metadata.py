@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from ingest.metadata import Sidecar, caption_text, join_sentences, sanitize_key
+from rag.config import shared_data_dir
 from rag.errors import MmragError
 
-SHARED = Path(os.environ.get("MMRAG_SHARED_DATA") or Path(__file__).resolve().parents[1] / "../shared/data")
+SHARED = shared_data_dir()
 SAMPLE = SHARED / "retrieval" / "metadata.jsonl"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +25,12 @@ from eval.retrieval_eval import (
     sweep_grid,
 )
 from eval.retrieval_report import classify_miss, classify_wrong, expr_terms, mentions, write_report
-from rag.config import Settings
+from rag.config import Settings, shared_data_dir
 from rag.errors import MmragError
 from rag.rerank import Reranker, parse_yes_no
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MMRAG_SHARED_DATA", ROOT / "../shared/data")) / "retrieval"
+SHARED = shared_data_dir() / "retrieval"
 
 
 # ---------------------------------------------------------------- a synthetic catalog and engine

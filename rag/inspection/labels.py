@@ -8,11 +8,11 @@ template_file, size_bucket and a short human-readable note ("2 defects: ...").
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from rag.config import shared_data_dir
 from rag.errors import MmragError
 from rag.inspection.boxes import TINY_AREA_FRAC, GoldBox, place_words
 
@@ -38,12 +38,6 @@ SOURCE_TYPES: dict[str, tuple[str, ...]] = {
     "deeppcb": ("open", "short", "mousebite", "spur", "spurious_copper", "pin_hole"),
 }
 DEFECT_TYPES: tuple[str, ...] = tuple(t for ts in SOURCE_TYPES.values() for t in ts)
-
-
-def shared_data_dir() -> Path:
-    """../shared/data next to the repo, or $MMRAG_SHARED_DATA."""
-    env = os.environ.get("MMRAG_SHARED_DATA")
-    return Path(env) if env else (REPO_ROOT / "../shared/data").resolve()
 
 
 def inspection_data_dir() -> Path:
