@@ -309,7 +309,7 @@ def search_native(engine: "SearchEngine", text: str | None = None, *, image: str
             index = NativeHybridIndex.open(engine.settings, text_dim=int(getattr(engine.text_embedder, "dim")),
                                            clip_dim=clip_dim, client=engine.store.client)
             engine._native_hybrid = index  # type: ignore[attr-defined]
-    query = engine._make_query(text, image, k, coerce_filters(filters, engine.catalog))
+    query = engine._make_query(text, image, k, coerce_filters(filters, engine.field_types))
     timings: dict[str, float] = {}
     clip_vector = caption_vector = None
     if engine.clip is not None and index.has_clip:

@@ -57,15 +57,20 @@ class SearchResponse:
         return out
 
 
-def coerce_filters(filters: dict[str, str] | None, catalog: dict[str, CatalogRecord]) -> dict[str, Scalar]:
-    """Give each KEY=VALUE filter the type its field has in the catalog; unknown keys are an error."""
-    if not filters:
-        return {}
+def field_types(catalog: dict[str, CatalogRecord]) -> dict[str, type]:
+    """The filterable (scalar) metadata fields of a catalog and the type each holds."""
     types: dict[str, type] = {}
     for record in catalog.values():
         for key, value in record.metadata.items():
             if isinstance(value, (str, int, float, bool)):
                 types.setdefault(key, type(value))
+    return types
+
+
+def coerce_filters(filters: dict[str, str] | None, types: dict[str, type]) -> dict[str, Scalar]:
+    """Give each KEY=VALUE filter the type its field has (see field_types); unknown keys are an error."""
+    if not filters:
+        return {}
     typed: dict[str, Scalar] = {}
     for key, raw in filters.items():
         if key == "path":
@@ -96,6 +101,7 @@ class SearchEngine:
         self.clip = clip
         self.text_embedder = text_embedder
         self.catalog: dict[str, CatalogRecord] = store.load_catalog()
+        self.field_types = field_types(self.catalog)  # once per open, not per filtered query
         self._bm25 = BM25Retriever(self.catalog)
         self._retrievers = self._build_retrievers()
 
@@ -176,7 +182,7 @@ class SearchEngine:
         if mode == "hybrid" and native_hybrid_enabled():
             # The same RRF fusion done by one Milvus hybrid_search (rag/milvus_hybrid.py); JSON ranks are null.
             return search_native(self, text, image=image, k=k, filters=filters, weights=weights)
-        query = self._make_query(text, image, k, coerce_filters(filters, self.catalog))
+        query = self._make_query(text, image, k, coerce_filters(filters, self.field_types))
         names = self._retrievers_for(mode, query, weights)
         if not names:
             raise MmragError("nothing to search with: an image query needs --mode clip or hybrid with a CLIP model, "

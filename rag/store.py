@@ -233,13 +233,6 @@ class CatalogStore:
         rows = self._client.get(self.settings.image_collection, ids=ids, output_fields=["id", "embedding"])
         return {row["id"]: list(row["embedding"]) for row in rows}
 
-    def counts(self) -> dict[str, int]:
-        names = set(self._client.list_collections())
-        return {
-            which: len(self._ids(name)) if name in names else 0
-            for which, name in (("image", self.settings.image_collection), ("caption", self.settings.caption_collection))
-        }
-
     def close(self) -> None:
         for store in (self.image, self.caption):
             if store is not None:

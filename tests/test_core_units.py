@@ -16,7 +16,7 @@ from rag.config import parse_weights
 from rag.errors import MmragError
 from rag.fusion import WeightedRRFRetriever
 from rag.images import BadImageError, load_image
-from rag.search import coerce_filters
+from rag.search import coerce_filters, field_types
 
 
 def test_network_guard_blocks_outside_hosts() -> None:
@@ -85,7 +85,7 @@ def test_parse_weights() -> None:
 
 
 def test_filters_are_typed_from_the_catalog() -> None:
-    catalog = {"x": CatalogRecord("x", "/x", "c", {"source": "coco2017", "coco_image_id": 139, "categories_known": True})}
+    catalog = field_types({"x": CatalogRecord("x", "/x", "c", {"source": "coco2017", "coco_image_id": 139, "categories_known": True})})
     assert coerce_filters({"source": "coco2017", "coco_image_id": "139", "categories_known": "true"}, catalog) == {
         "source": "coco2017", "coco_image_id": 139, "categories_known": True}
     with pytest.raises(MmragError, match="unknown filter field 'colour'"):
