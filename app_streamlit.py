@@ -7,7 +7,6 @@ MMRAG_* variables. The search engine (Milvus + models) opens once per process th
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,10 @@ from rag.app.index_info import (
 )
 from rag.app.thumbnails import ThumbnailCache
 from rag.app.uploads import UPLOAD_TYPES, UploadLimits, new_upload_dir, save_upload
-from rag.config import MODES, Settings
+from rag.config import Settings, env_flag, env_value
 from rag.errors import MmragError
 
-MODE_LABELS = {"hybrid": "Hybrid (RRF)", "clip": "CLIP", "caption": "Caption", "bm25": "BM25"}
+MODE_LABELS = {"hybrid": "Hybrid (RRF)", "clip": "CLIP", "caption": "Caption", "bm25": "BM25", "ocr": "OCR text"}
 GRID_COLUMNS = 5
 MAX_FILTER_DROPDOWNS = 6
 
@@ -46,18 +45,18 @@ def _close(engine: Any) -> None:
 @st.cache_resource(show_spinner="Opening the index and loading models (once per process)…", on_release=_close)
 def open_engine(settings_key: str) -> Any:
     """The SearchEngine for the current MMRAG_* settings; settings_key only keys the cache."""
-    from rag.search import SearchEngine  # imported here so the page renders even while torch loads
+    from rag.search import SearchEngine, limit_query_threads  # imported here so the page renders while torch loads
 
-    SearchEngine.limit_query_threads()  # single queries: spinning thread pools cost 19x at p50 on a busy box
-    return SearchEngine.open(Settings.from_env(), models_from_index=models_from_index())
+    settings = Settings.from_env()
+    limit_query_threads(settings.query_threads)  # single queries: spinning thread pools cost 19x at p50 on a busy box
+    return SearchEngine.open(settings, models_from_index=models_from_index())
 
 
 def models_from_index() -> bool:
     """Like `mmrag search`: use the models the index was built with unless a model was chosen explicitly."""
-    explicit = os.environ.get("MMRAG_MODELS_FROM_INDEX")
-    if explicit not in (None, ""):
-        return explicit.strip().lower() in ("1", "true", "yes")
-    return not (os.environ.get("MMRAG_CLIP_MODEL") or os.environ.get("MMRAG_TEXT_MODEL"))
+    if env_value("MMRAG_MODELS_FROM_INDEX") is not None:
+        return env_flag("MMRAG_MODELS_FROM_INDEX")
+    return not (env_value("MMRAG_CLIP_MODEL") or env_value("MMRAG_TEXT_MODEL"))
 
 
 @st.cache_resource
@@ -92,7 +91,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def upload_limits() -> UploadLimits:
-    mb = int(os.environ.get("MMRAG_MAX_UPLOAD_MB", "10") or 10)
+    try:
+        mb = int(env_value("MMRAG_MAX_UPLOAD_MB", "10") or 10)
+    except ValueError:
+        mb = 10
     return UploadLimits(max_bytes=mb * 1024 * 1024)
 
 
@@ -111,13 +113,14 @@ def queue_image_query(path: str) -> None:
 
 
 def catalog_metadata(engine: Any) -> list[dict[str, Any]]:
-    return [dict(getattr(record, "metadata", {}) or {}) for record in getattr(engine, "catalog", {}).values()]
+    """A bounded sample of the catalog's rows (filter drop-downs): the catalog itself stays in Milvus."""
+    return engine.store.sample()
 
 
 def index_info(engine: Any, settings: Settings) -> IndexInfo:
     used = getattr(engine, "settings", settings)  # the engine's settings name the models it really loaded
     return IndexInfo(
-        catalog_size=len(engine.catalog),
+        catalog_size=engine.count(),
         store_uri=settings.store_uri,
         embedded=settings.is_embedded,
         clip_model=used.clip_model if getattr(engine, "clip", None) is not None else None,
@@ -166,7 +169,7 @@ def render_index_panel(settings: Settings, engine: Any | None, error: str | None
 def render_controls(engine: Any) -> dict[str, Any]:
     """Mode, k, filters and the query-image upload; returns the current choices."""
     sb = st.sidebar
-    available = [m for m in MODES if m in engine.available_modes] or ["hybrid"]
+    available = list(engine.available_modes) or ["hybrid"]
     order = ["hybrid"] + [m for m in available if m != "hybrid"]
     modes = [m for m in order if m in available]
     mode = sb.radio("Mode", modes, format_func=lambda m: MODE_LABELS.get(m, m), key="mode", horizontal=True)
@@ -256,8 +259,9 @@ def render_turn(turn: Turn, thumbs: ThumbnailCache, retrievers: list[str]) -> No
 def render_search_tab(settings: Settings, engine: Any, controls: dict[str, Any]) -> None:
     log = history()
     thumbs = thumbnail_cache(str(settings.data_dir / "thumbnails"))
-    retrievers = [name for name in RETRIEVER_LABELS if name in engine.available_modes]  # ranks worth showing
-    if not engine.catalog:
+    retrievers = list(engine.channel_names)  # ranks worth showing
+    size = engine.count()
+    if not size:
         message, commands = empty_index_message(settings)
         st.warning(message)
         for command in commands:
@@ -282,7 +286,7 @@ def render_search_tab(settings: Settings, engine: Any, controls: dict[str, Any])
 
     with board:
         if not len(log):
-            st.caption(f"{len(engine.catalog)} images indexed. Type a query below, or upload an image in the sidebar.")
+            st.caption(f"{size} images indexed. Type a query below, or upload an image in the sidebar.")
         for turn in log:
             render_turn(turn, thumbs, retrievers)
         if len(log):

@@ -16,6 +16,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -249,7 +250,7 @@ def summarize(per_query: list[dict[str, Any]], quality: bool = True) -> dict[str
 
 def full_rankings(engine: Any, mode: str, gold: GoldSet, catalog: Catalog, form: str) -> dict[str, dict[str, tuple[int, float]]]:
     """Every query's complete single-retriever ranking: qid -> file -> (1-based rank, score). Untimed."""
-    n = len(getattr(engine, "catalog", {}) or catalog.rows)
+    n = engine.count() or len(catalog.rows)
     out: dict[str, dict[str, tuple[int, float]]] = {}
     for q in gold.queries:
         response = engine.search(q.text(form), mode=mode, k=n)
@@ -470,8 +471,8 @@ def run_experiments(opts: EvalOptions, settings: Settings, *, engine_factory: En
         quality = spec.clip_model is None or clip_status.get(spec.clip_model) == "ok"
         engine, info = engine_factory(spec, work_settings(settings, spec, work_root), catalog, opts.show_progress)
         try:
-            records = list((getattr(engine, "catalog", {}) or {}).values())
-            sources = Counter(src for r in records for src in (getattr(r, "metadata", {}) or {}).get("caption_sources", []))
+            records = engine.store.sample(limit=max(1, engine.count()))
+            sources = Counter(src for r in records for src in r.get("caption_sources") or [])
             extra["index_reports"][spec.slug()] = {**info, "n_items": len(records), "caption_sources": dict(sources),
                                                    "available_modes": list(getattr(engine, "available_modes", []))}
             cfgs = by_index[spec]
@@ -545,7 +546,7 @@ def _make_rerankers(engine: Any, settings: Settings, with_vlm: bool) -> dict[boo
     if clip is not None:
         out[False] = Reranker(clip, top_k=RERANK_TOP_K, image_vectors=store_vector_lookup(engine))
         # fetch every image vector once, so query latency never includes first-time image lookups
-        records = list(getattr(engine, "catalog", {}).values())
+        records = [SimpleNamespace(id=r["id"], path=r["path"]) for r in engine.store.sample(limit=max(1, engine.count()))]
         for start in range(0, len(records), 64):
             out[False]._image_matrix(records[start:start + 64])
     if with_vlm:

@@ -1,7 +1,9 @@
-"""`mmrag index`: hash, caption, embed (CLIP image + caption text) and upsert a folder into both collections.
+"""`mmrag index`: hash, caption, encode every channel and upsert a folder into the Milvus catalog.
 
-Ids are content hashes and rows are upserted batch by batch (flushed each time), so a run killed at
-any point and started again skips what is stored and ends with every image exactly once.
+Ids are content hashes and rows are upserted batch by batch (flushed each time), so a run killed at any point
+and started again skips what is stored and ends with every image exactly once. A path points at one id: when a
+file changes, its old row is replaced. An image whose VLM caption failed is stored with `caption_pending` and
+captioned again by the next run that has the VLM captioner on.
 """
 
 from __future__ import annotations
@@ -11,22 +13,21 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from ingest.captions import CaptionBuilder
 from ingest.discover import discover
-from rag.catalog import CatalogRecord
-from rag.clip_embedding import ClipEmbedding, load_clip
+from rag.channels import DENSE, Channel, IndexItem
+from rag.clip_embedding import ClipEmbedding
 from rag.config import Settings
+from rag.encoders import Encoders
 from rag.errors import MmragError
 from rag.hashing import file_sha256
 from rag.images import BadImageError, load_image
-from rag.milvus_hybrid import NativeHybridIndex, native_hybrid_enabled
 from rag.store import CatalogStore
-from rag.text_embedding import embedder_dim, make_text_embedder
 
 log = logging.getLogger(__name__)
 NEAR_DUPLICATE_COSINE = 0.95
@@ -36,11 +37,15 @@ NEAR_DUPLICATE_COSINE = 0.95
 class IndexReport:
     indexed: int = 0
     already_indexed: int = 0
+    recaptioned: int = 0  # rows whose pending VLM caption was filled in this run
+    pending: list[tuple[str, str]] = field(default_factory=list)  # (path, why its VLM caption is pending)
     bad_files: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, path of the identical file indexed)
     near_duplicates: list[tuple[str, str, float]] = field(default_factory=list)  # (id, id, image cosine)
     metadata_problems: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, message), e.g. corrupt EXIF
     total_in_store: int = 0
+    channels: list[str] = field(default_factory=list)
     clip_model: str | None = None
     text_model: str = ""
     seconds: float = 0.0
@@ -73,7 +78,8 @@ def _hash_files(paths: list[Path], report: IndexReport, show_progress: bool) -> 
     return items
 
 
-def _near_duplicates(store: CatalogStore, ids: list[str], vectors: np.ndarray, threshold: float) -> list[tuple[str, str, float]]:
+def _near_duplicates(store: CatalogStore, clip: Channel, ids: list[str], vectors: np.ndarray,
+                     threshold: float) -> list[tuple[str, str, float]]:
     """Pairs above threshold: within this batch, and against what the store already holds."""
     pairs: list[tuple[str, str, float]] = []
     sims = vectors @ vectors.T
@@ -82,28 +88,102 @@ def _near_duplicates(store: CatalogStore, ids: list[str], vectors: np.ndarray, t
             if sims[i, j] >= threshold:
                 pairs.append((ids[i], ids[j], float(sims[i, j])))
     for doc_id, vector in zip(ids, vectors):
-        for other, score in store.search("image", vector.tolist(), 2):
-            if other != doc_id and score >= threshold:
+        for other, score in store.search(clip, vector.tolist(), 2):
+            if other != doc_id and other not in ids and score >= threshold:
                 pairs.append((doc_id, other, float(score)))
     return pairs
 
 
-def _record(item: _Item, caption: Any, builder: CaptionBuilder, root: Path, clip_id: str | None, text_id: str) -> CatalogRecord:
-    metadata: dict[str, Any] = dict(builder.catalog_fields(item.path))
-    metadata.update(
-        caption_sources=sorted(caption.sources),
-        file_name=item.path.name,
-        folder=str(item.path.parent.relative_to(root)) if item.path.is_relative_to(root) and root.is_dir() else "",
-        clip_model=clip_id or "none",
-        text_model=text_id,
-    )
-    return CatalogRecord(id=item.content_hash, path=str(item.path.resolve()), caption=caption.text, metadata=metadata)
+class Indexer:
+    """One index run's state: the store, the models, the caption builder and the report."""
+
+    def __init__(self, store: CatalogStore, encoders: Encoders, builder: CaptionBuilder, root: Path,
+                 report: IndexReport, near_duplicate_cosine: float) -> None:
+        self.store = store
+        self.encoders = encoders
+        self.builder = builder
+        self.root = root
+        self.report = report
+        self.near_duplicate_cosine = near_duplicate_cosine
+        self.dense = [c for c in store.channels if c.kind == DENSE]
+
+    def _metadata(self, item: _Item, sources: Sequence[str]) -> dict[str, Any]:
+        metadata: dict[str, Any] = dict(self.builder.catalog_fields(item.path))
+        root = self.root
+        metadata.update(
+            caption_sources=sorted(sources),
+            file_name=item.path.name,
+            folder=str(item.path.parent.relative_to(root)) if item.path.is_relative_to(root) and root.is_dir() else "",
+        )
+        return metadata
+
+    def index_batch(self, batch: list[_Item], pending_before: set[str]) -> None:
+        items: list[IndexItem] = []
+        pending: list[bool] = []
+        for item in batch:
+            try:
+                image = load_image(item.path)
+            except BadImageError as exc:
+                self.report.bad_files.append((str(item.path), str(exc)))
+                continue
+            caption = self.builder.build(item.content_hash, item.path, image)
+            is_pending = bool(getattr(caption, "pending", False))
+            if is_pending:
+                errors = getattr(caption, "errors", None) or ["VLM caption failed"]
+                self.report.pending.append((str(item.path), "; ".join(errors)))
+            items.append(IndexItem(item.content_hash, str(item.path.resolve()), image, caption.text,
+                                   dict(caption.sources), self._metadata(item, caption.sources)))
+            pending.append(is_pending)
+        vectors = self._encode(items, pending)
+        if not items:
+            return
+        self.store.upsert(items, vectors, pending)
+        for item, is_pending in zip(items, pending):
+            if item.id in pending_before:
+                self.report.recaptioned += int(not is_pending)
+            else:
+                self.report.indexed += 1
+
+    def _encode(self, items: list[IndexItem], pending: list[bool]) -> dict[str, list[list[float]]]:
+        """One vector per item per dense channel; an item whose encoding fails is dropped (and reported) alone."""
+        vectors: dict[str, list[list[float]]] = {}
+        for channel in self.dense:
+            values = [channel.index_source(item) for item in items]
+            try:
+                vectors[channel.name] = self.encoders.index_batch(channel.encoder, values)
+            except (BadImageError, ValueError, RuntimeError, MemoryError):
+                vectors[channel.name] = self._one_by_one(channel, items, values)
+            keep = [i for i, v in enumerate(vectors[channel.name]) if v is not None]
+            if len(keep) < len(items):
+                for name in vectors:
+                    vectors[name] = [vectors[name][i] for i in keep]
+                items[:] = [items[i] for i in keep]
+                pending[:] = [pending[i] for i in keep]
+            if channel.encoder == "clip" and items:
+                ids = [item.id for item in items]
+                self.report.near_duplicates.extend(_near_duplicates(
+                    self.store, channel, ids, np.asarray(vectors[channel.name]), self.near_duplicate_cosine))
+        return vectors
+
+    def _one_by_one(self, channel: Channel, items: list[IndexItem], values: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for item, value in zip(items, values):
+            try:
+                out.append(self.encoders.index_batch(channel.encoder, [value])[0])
+            except (BadImageError, ValueError, RuntimeError, MemoryError) as exc:
+                self.report.bad_files.append((item.path, f"{channel.name} encoding failed: {str(exc)[:160]}"))
+                out.append(None)
+        return out
 
 
 def index_folder(folder: Path, settings: Settings, *, metadata: Path | None = None, ocr: bool = False,
                  vlm_captions: bool = False, show_progress: bool = True, clip: ClipEmbedding | None = None,
-                 text_embedder: Any = None, near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE) -> IndexReport:
-    """Index every image under folder; see the module docstring for the guarantees."""
+                 text_embedder: Any = None, near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE,
+                 channels: Sequence[Channel] | None = None) -> IndexReport:
+    """Index every image under folder; see the module docstring for the guarantees.
+
+    channels: the channels a new catalog is created with (default: every declared one the models allow).
+    """
     started = time.perf_counter()
     folder = Path(folder)
     if not folder.exists():
@@ -111,76 +191,79 @@ def index_folder(folder: Path, settings: Settings, *, metadata: Path | None = No
     report = IndexReport()
     found = discover(folder)
     report.bad_files.extend((str(p), why) for p, why in found.skipped)
+    root = folder if folder.is_dir() else folder.parent
     # Caption sources first: a missing sidecar or a misconfigured VLM fails before any model loads.
-    builder = CaptionBuilder(settings, metadata=metadata, root=folder if folder.is_dir() else folder.parent, ocr=ocr, vlm=vlm_captions)
+    builder = CaptionBuilder(settings, metadata=metadata, root=root, ocr=ocr, vlm=vlm_captions)
     report.metadata_problems = builder.metadata_problems
-    if clip is None and settings.clip_model:
-        clip = load_clip(settings.clip_model, batch_size=settings.batch_size)
-    text_embedder = text_embedder or make_text_embedder(settings.text_model)
-    report.clip_model = clip.model_id if clip else None
-    report.text_model = text_embedder.model_name
-
-    items = _hash_files(found.images, report, show_progress)
-    store = CatalogStore(settings, image_dim=clip.dim if clip else None, text_dim=embedder_dim(text_embedder),
-                         expected_rows=len(items))
     try:
-        stored = store.stored_models()
-        if stored.get("text_model") and stored["text_model"] != report.text_model:
-            raise MmragError(f"{settings.store_uri} was indexed with text model {stored['text_model']!r}; "
-                             f"use --text-model {stored['text_model']} or another --data-dir")
-        done = store.caption_ids()
-        if clip is not None:
-            done &= store.image_ids()
-        todo = [item for item in items if item.content_hash not in done]
-        report.already_indexed = len(items) - len(todo)
-        progress = tqdm(total=len(todo), desc="indexing", unit="img", disable=not show_progress)
+        encoders = Encoders.load(settings, clip=clip, text=text_embedder)
+        items = _hash_files(found.images, report, show_progress)
+        store = CatalogStore.open(settings, create=True, dims=encoders.dims, channels=channels,
+                                  models=encoders.models, expected_rows=len(items))
         try:
-            for start in range(0, len(todo), settings.batch_size):
-                batch = todo[start : start + settings.batch_size]
-                _index_batch(batch, store, builder, clip, text_embedder, folder, report, near_duplicate_cosine)
-                progress.update(len(batch))
+            _check_models(store, encoders, settings)
+            report.channels = [c.name for c in store.channels]
+            report.clip_model = store.models.get("clip_model") if "clip" in report.channels else None
+            report.text_model = encoders.text.model_name
+            indexer = Indexer(store, encoders, builder, root, report, near_duplicate_cosine)
+            _run(indexer, items, settings, vlm_captions, show_progress)
+            store.flush()
+            report.total_in_store = store.count()
         finally:
-            progress.close()
-        report.total_in_store = len(store.caption_ids())
-        if native_hybrid_enabled():  # mirror into the one collection Milvus' hybrid_search needs (one flush)
-            NativeHybridIndex.open(settings, text_dim=embedder_dim(text_embedder), clip_dim=clip.dim if clip else None,
-                                   client=store.client).sync_from_store(store, show_progress=show_progress)
+            store.close()
     finally:
-        store.close()
         builder.close()
     report.seconds = time.perf_counter() - started
     _write_state(settings, report)
     return report
 
 
-def _index_batch(batch: list[_Item], store: CatalogStore, builder: CaptionBuilder, clip: ClipEmbedding | None,
-                 text_embedder: Any, root: Path, report: IndexReport, near_duplicate_cosine: float) -> None:
-    records: list[CatalogRecord] = []
-    images = []
-    for item in batch:
-        try:
-            image = load_image(item.path)
-        except BadImageError as exc:
-            report.bad_files.append((str(item.path), str(exc)))
-            continue
-        caption = builder.build(item.content_hash, item.path, image)
-        records.append(_record(item, caption, builder, root, report.clip_model, report.text_model))
-        images.append(image)
-    if not records:
-        return
-    text_vectors = text_embedder.get_text_embedding_batch([r.caption or " " for r in records])
-    image_vectors = None
-    if clip is not None:
-        image_vectors = clip.get_image_embedding_batch(images)
-        ids = [r.id for r in records]
-        report.near_duplicates.extend(_near_duplicates(store, ids, np.asarray(image_vectors), near_duplicate_cosine))
-    store.upsert(records, text_vectors, image_vectors)
-    report.indexed += len(records)
+def _check_models(store: CatalogStore, encoders: Encoders, settings: Settings) -> None:
+    stored = store.models
+    if stored.get("text_model") and stored["text_model"] != encoders.text.model_name:
+        raise MmragError(f"{settings.store_uri} was indexed with text model {stored['text_model']!r}; "
+                         f"use --text-model {stored['text_model']} or another --data-dir")
+    names = {c.name for c in store.channels}
+    if any(c.encoder == "clip" for c in store.channels) and encoders.clip is None:
+        raise MmragError(f"{settings.store_uri} holds CLIP vectors ({stored.get('clip_model')}): pass --clip-model "
+                         f"{stored.get('clip_model')} to add images, or index into another --data-dir")
+    if encoders.clip is not None and "clip" not in names:
+        log.warning("%s was created caption-side only: CLIP vectors are not stored (index into a new --data-dir "
+                    "to add them)", settings.store_uri)
+    if encoders.clip is not None and stored.get("clip_model") and stored["clip_model"] != encoders.clip.model_id:
+        raise MmragError(f"{settings.store_uri} was indexed with CLIP model {stored['clip_model']!r}; "
+                         f"use --clip-model {stored['clip_model']} or another --data-dir")
+
+
+def _run(indexer: Indexer, items: list[_Item], settings: Settings, vlm_captions: bool, show_progress: bool) -> None:
+    """Batch by batch: skip what is stored (unless its VLM caption is pending and the VLM is on), write the rest."""
+    store, report = indexer.store, indexer.report
+    if vlm_captions:  # pending rows from earlier runs whose files are outside this folder are retried too
+        listed = {item.content_hash for item in items}
+        for row in store.pending():
+            path = Path(row["path"])
+            if row["id"] not in listed and path.is_file():
+                items.append(_Item(path, row["id"]))
+    progress = tqdm(total=len(items), desc="indexing", unit="img", disable=not show_progress)
+    try:
+        for start in range(0, len(items), settings.batch_size):
+            batch = items[start : start + settings.batch_size]
+            stored = store.existing([item.content_hash for item in batch])
+            pending_before = {i for i, row in stored.items() if row.get("caption_pending")}
+            todo = [item for item in batch
+                    if item.content_hash not in stored or (vlm_captions and item.content_hash in pending_before)]
+            report.already_indexed += len(batch) - len(todo)
+            if todo:
+                indexer.index_batch(todo, pending_before)
+            progress.update(len(batch))
+    finally:
+        progress.close()
 
 
 def _write_state(settings: Settings, report: IndexReport) -> None:
     """What the app's index panel shows: last index time and models (the store itself may be remote)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     state = {"last_index_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "store_uri": settings.store_uri,
-             "clip_model": report.clip_model, "text_model": report.text_model, "total_in_store": report.total_in_store}
+             "clip_model": report.clip_model, "text_model": report.text_model, "total_in_store": report.total_in_store,
+             "channels": report.channels}
     (settings.data_dir / "last_index.json").write_text(json.dumps(state, indent=2), encoding="utf-8")

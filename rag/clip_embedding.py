@@ -68,7 +68,7 @@ class ClipEmbedding(MultiModalEmbedding):
     _text_kwargs: dict = PrivateAttr()
 
     @classmethod
-    def from_pretrained(cls, model_id: str, *, device: str = "cpu", batch_size: int = 32) -> "ClipEmbedding":
+    def from_pretrained(cls, model_id: str, *, device: str = "cpu", batch_size: int = 32, dtype: str = "") -> "ClipEmbedding":
         import torch  # import early so a broken torch fails here, not mid-index
         from transformers.utils import logging as hf_logging
 
@@ -79,7 +79,7 @@ class ClipEmbedding(MultiModalEmbedding):
         try:
             model, processor = _load_pretrained(source)
             model = model.to(device).eval()
-            if _use_bf16(device):
+            if _use_bf16(device, dtype):
                 model = model.to(torch.bfloat16)  # 4.1x image throughput on AMX CPUs (bench/RESULTS.md section 1)
         except Exception as exc:  # OSError, HTTP errors, ValueError for non-model folders
             raise ModelUnavailableError(_unreachable_message(model_id, exc)) from exc
@@ -151,21 +151,19 @@ class ClipEmbedding(MultiModalEmbedding):
         return self._batched(img_file_paths, self._encode_images)
 
 
-def _use_bf16(device: str) -> bool:
-    """bf16 weights where the CPU multiplies bf16 natively (AMX / AVX512-BF16); MMRAG_CLIP_DTYPE=fp32|bf16 forces."""
-    import os
-
+def _use_bf16(device: str, forced: str = "") -> bool:
+    """bf16 weights where the CPU multiplies bf16 natively (AMX / AVX512-BF16); dtype fp32|bf16 (MMRAG_CLIP_DTYPE) forces."""
     import torch
 
-    forced = (os.environ.get("MMRAG_CLIP_DTYPE") or "").lower()
+    forced = forced.lower()
     if forced in ("fp32", "float32", "bf16", "bfloat16"):
         return forced.startswith("bf")
     return device == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def load_clip(model_id: str | None, *, batch_size: int = 32) -> ClipEmbedding | None:
+def load_clip(model_id: str | None, *, batch_size: int = 32, dtype: str = "") -> ClipEmbedding | None:
     """None/'none' → no CLIP side; otherwise load or raise ModelUnavailableError with one readable line."""
     if model_id is None or model_id.lower() == "none":
         return None
     logging.getLogger(__name__).info("loading CLIP model %s", model_id)
-    return ClipEmbedding.from_pretrained(model_id, batch_size=batch_size)
+    return ClipEmbedding.from_pretrained(model_id, batch_size=batch_size, dtype=dtype)

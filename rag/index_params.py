@@ -11,7 +11,6 @@ as `search_params=` (plain search) and as `AnnSearchRequest(param={"params": ...
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from rag.errors import MmragError
@@ -58,16 +57,6 @@ SEARCH_KEYS: dict[str, tuple[str, ...]] = {
     "SCANN": ("nprobe", "reorder_k"),
     "DISKANN": ("search_list",),
 }
-ENV_OVERRIDES = {
-    "MMRAG_INDEX_TYPE": ("index_type", str),
-    "MMRAG_HNSW_M": ("M", int),
-    "MMRAG_HNSW_EF_CONSTRUCTION": ("efConstruction", int),
-    "MMRAG_HNSW_EF": ("ef", int),
-    "MMRAG_IVF_NLIST": ("nlist", int),
-    "MMRAG_IVF_NPROBE": ("nprobe", int),
-}
-
-
 def hnsw_defaults(n_vectors: int) -> dict[str, int]:
     """M / efConstruction / ef that keep recall@10 >= ~0.98 at this size (bench/ann_recall.py)."""
     if n_vectors <= 1_000_000:
@@ -91,21 +80,6 @@ def is_milvus_lite(client: Any) -> bool:
         return str(client.get_server_version()).startswith("milvus_lite")
     except Exception:  # an old server without GetVersion is not Lite
         return False
-
-
-def overrides_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Read MMRAG_INDEX_TYPE / MMRAG_HNSW_M / MMRAG_HNSW_EF_CONSTRUCTION / MMRAG_HNSW_EF / MMRAG_IVF_*."""
-    env = os.environ if environ is None else environ
-    out: dict[str, Any] = {}
-    for name, (key, kind) in ENV_OVERRIDES.items():
-        raw = env.get(name)
-        if raw in (None, ""):
-            continue
-        try:
-            out[key] = kind(raw.strip())
-        except ValueError:
-            raise MmragError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-    return out
 
 
 def _check_positive(key: str, value: Any) -> int:

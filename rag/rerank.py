@@ -143,11 +143,11 @@ class Reranker:
 def store_vector_lookup(engine: Any) -> Callable[[Sequence[Any]], np.ndarray | None] | None:
     """Fetch stored CLIP image vectors by result id from a SearchEngine's CatalogStore (None if unavailable)."""
     store = getattr(engine, "store", None)
-    if store is None or not hasattr(store, "image_vectors"):
+    if store is None or "clip" not in {c.name for c in getattr(store, "channels", [])}:
         return None
 
     def lookup(results: Sequence[Any]) -> np.ndarray | None:
-        found = store.image_vectors([r.id for r in results])
+        found = store.vectors("clip", [r.id for r in results])
         if any(r.id not in found for r in results):
             return None  # not indexed with CLIP: encode the images instead
         return np.asarray([found[r.id] for r in results], dtype=np.float32)

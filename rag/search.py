@@ -1,29 +1,29 @@
-"""SearchEngine: opens the store and models once, answers text and image queries in any mode.
+"""SearchEngine: the catalog's channels → one retriever each → a fusion strategy → results.
 
-The JSON form (`SearchResponse.to_dict`) is a stable contract read by the eval harness and the app.
+Opening reads no catalog rows: the store's info row gives models, channels and filter field types, and a
+query fetches fields only for the ids it returns. The JSON form (`SearchResponse.to_dict`) is a stable contract
+read by the eval harness and the app.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from llama_index.core.retrievers import BaseRetriever
-
-from rag.catalog import CatalogRecord, Scalar
-from rag.clip_embedding import ClipEmbedding, load_clip
-from rag.config import MODES, RETRIEVERS, Settings
+from rag.channels import DENSE, Channel, QueryPart, declared
+from rag.clip_embedding import ClipEmbedding
+from rag.config import Settings, check_weights
+from rag.encoders import Encoders, combine
 from rag.errors import MmragError
-from rag.fusion import WeightedRRFRetriever
+from rag.fusion import WeightedRRFRetriever, check_native_weights
 from rag.hashing import file_sha256
-from rag.milvus_hybrid import native_hybrid_enabled, search_native
-from rag.retrievers import BM25Retriever, SearchQuery, VectorRetriever
+from rag.retrievers import ChannelRetriever, SearchQuery
 from rag.store import CatalogStore
-from rag.text_embedding import embedder_dim, make_text_embedder
 
-CANDIDATES_PER_RETRIEVER = 50
+CANDIDATES_PER_CHANNEL = 50
+HYBRID = "hybrid"
 
 
 @dataclass
@@ -44,6 +44,7 @@ class SearchResponse:
     results: list[SearchResult]
     timings_ms: dict[str, float]
     image: str | None = None
+    fusion: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -54,181 +55,207 @@ class SearchResponse:
         }
         if self.image is not None:
             out["image"] = self.image
+        if self.fusion is not None:
+            out["fusion"] = self.fusion
         return out
 
 
-def field_types(catalog: dict[str, CatalogRecord]) -> dict[str, type]:
-    """The filterable (scalar) metadata fields of a catalog and the type each holds."""
-    types: dict[str, type] = {}
-    for record in catalog.values():
-        for key, value in record.metadata.items():
-            if isinstance(value, (str, int, float, bool)):
-                types.setdefault(key, type(value))
-    return types
+def limit_query_threads(threads: int) -> None:
+    """`threads` torch + one BLAS thread for single-query inference (bench/RESULTS.md 2b; 0 keeps the defaults).
 
+    Call it where a process only searches (`mmrag search`, the app); indexing keeps both cores (1.8x on batches).
+    """
+    if threads > 0:
+        import torch
+        from threadpoolctl import threadpool_limits
 
-def coerce_filters(filters: dict[str, str] | None, types: dict[str, type]) -> dict[str, Scalar]:
-    """Give each KEY=VALUE filter the type its field has (see field_types); unknown keys are an error."""
-    if not filters:
-        return {}
-    typed: dict[str, Scalar] = {}
-    for key, raw in filters.items():
-        if key == "path":
-            raise MmragError("filter on 'path' is not supported; filter on a catalog field instead")
-        kind = types.get(key)
-        if kind is None:
-            known = ", ".join(sorted(types)) or "none (the catalog has no filterable fields)"
-            raise MmragError(f"unknown filter field {key!r}; filterable fields: {known}")
-        try:
-            typed[key] = (raw.lower() in ("1", "true", "yes")) if kind is bool else kind(raw)
-        except ValueError:
-            raise MmragError(f"filter {key}={raw!r}: {key} holds {kind.__name__} values") from None
-    return typed
-
-
-def _settings_with_index_models(settings: Settings, stored: dict[str, str | None]) -> Settings:
-    from dataclasses import replace
-
-    clip = stored.get("clip_model")
-    return replace(settings, clip_model=None if clip in (None, "none") else clip,
-                   text_model=stored.get("text_model") or settings.text_model)
+        torch.set_num_threads(threads)
+        threadpool_limits(1, user_api="blas")
 
 
 class SearchEngine:
-    def __init__(self, settings: Settings, store: CatalogStore, clip: ClipEmbedding | None, text_embedder: Any) -> None:
+    def __init__(self, settings: Settings, store: CatalogStore, encoders: Encoders) -> None:
         self.settings = settings
         self.store = store
-        self.clip = clip
-        self.text_embedder = text_embedder
-        self.catalog: dict[str, CatalogRecord] = store.load_catalog()
-        self.field_types = field_types(self.catalog)  # once per open, not per filtered query
-        self._bm25 = BM25Retriever(self.catalog)
-        self._retrievers = self._build_retrievers()
+        self.encoders = encoders
+        # Channels this process can query: a CLIP channel needs the CLIP model loaded.
+        self.channels: list[Channel] = [c for c in store.channels if encoders.has(c.encoder)]
+        self._retrievers = {c.name: ChannelRetriever(c, store) for c in self.channels}
 
-    @staticmethod
-    def limit_query_threads() -> None:
-        """One torch + one BLAS thread for single-query inference (bench/RESULTS.md 2b; MMRAG_QUERY_THREADS=0 keeps defaults).
+    @property
+    def clip(self) -> ClipEmbedding | None:
+        return self.encoders.clip
 
-        Call it where a process only searches (`mmrag search`, the app); indexing keeps both cores (1.8x on batches).
-        """
-        import os
-
-        threads = int(os.environ.get("MMRAG_QUERY_THREADS", "1") or 0)
-        if threads > 0:
-            import torch
-            from threadpoolctl import threadpool_limits
-
-            torch.set_num_threads(threads)
-            threadpool_limits(1, user_api="blas")
+    @property
+    def text_embedder(self) -> Any:
+        return self.encoders.text
 
     @classmethod
     def open(cls, settings: Settings, *, clip: ClipEmbedding | None = None, text_embedder: Any = None,
              models_from_index: bool = False) -> "SearchEngine":
-        """Open for search. Models may be passed in to share them (the app and eval load them once).
+        """Open for search: the store first (fails fast, before any model loads), then the models.
 
-        models_from_index: use the CLIP and text models recorded in the index instead of the settings'.
+        Models may be passed in to share them (the app and eval load them once). models_from_index: use the
+        CLIP and text models recorded in the index instead of the settings'.
         """
-        if settings.is_embedded and not Path(settings.store_uri).exists():
-            raise MmragError(f"no index at {settings.store_uri}: run `mmrag index PATH` first (or pass --data-dir/--uri)")
-        stored = CatalogStore.peek_models(settings)  # reach the store before paying for model loads
-        if stored is None:
-            raise MmragError(f"no index at {settings.store_uri}: run `mmrag index PATH` first")
-        if models_from_index and clip is None and text_embedder is None and stored:
-            settings = _settings_with_index_models(settings, stored)
-        if clip is None and settings.clip_model:
-            clip = load_clip(settings.clip_model, batch_size=settings.batch_size)
-        text_embedder = text_embedder or make_text_embedder(settings.text_model)
-        store = CatalogStore(settings, image_dim=clip.dim if clip else None, text_dim=embedder_dim(text_embedder), create=False)
-        if store.caption is None:
+        store = CatalogStore.open(settings)
+        try:
+            stored = store.models
+            if models_from_index and clip is None and text_embedder is None:
+                settings = replace(settings, clip_model=stored.get("clip_model") or None,
+                                   text_model=stored.get("text_model") or settings.text_model)
+            encoders = Encoders.load(settings, clip=clip, text=text_embedder)
+            if stored.get("text_model") and stored["text_model"] != encoders.text.model_name:
+                raise MmragError(f"the index at {settings.store_uri} was built with text model {stored['text_model']!r}, "
+                                 f"not {encoders.text.model_name!r}: pass --text-model {stored['text_model']}")
+            store.check_dims(encoders.dims)
+        except BaseException:
             store.close()
-            raise MmragError(f"no index at {settings.store_uri}: run `mmrag index PATH` first")
-        if stored.get("text_model") and stored["text_model"] != text_embedder.model_name:
-            store.close()
-            raise MmragError(
-                f"the index at {settings.store_uri} was built with text model {stored['text_model']!r}, "
-                f"not {text_embedder.model_name!r}: pass --text-model {stored['text_model']}"
-            )
-        return cls(settings, store, clip, text_embedder)
+            raise
+        return cls(settings, store, encoders)
 
-    def _build_retrievers(self) -> dict[str, BaseRetriever]:
-        retrievers: dict[str, BaseRetriever] = {}
-        if self.clip is not None and self.store.image is not None:
-            retrievers["clip"] = VectorRetriever("clip", self.store, "image", self._clip_query_vector, self.catalog)
-        retrievers["caption"] = VectorRetriever("caption", self.store, "caption", self._caption_query_vector, self.catalog)
-        retrievers["bm25"] = self._bm25
-        return retrievers
-
-    def _clip_query_vector(self, query: SearchQuery) -> list[float] | None:
-        if query.image_path:
-            return self.clip.get_image_embedding(query.image_path)
-        return self.clip.get_query_embedding(query.query_str) if query.query_str else None
-
-    def _caption_query_vector(self, query: SearchQuery) -> list[float] | None:
-        return self.text_embedder.get_query_embedding(query.query_str) if query.query_str else None
+    # ------------------------------------------------------------------ catalog facts
+    @property
+    def channel_names(self) -> list[str]:
+        return [c.name for c in self.channels]
 
     @property
     def available_modes(self) -> list[str]:
-        return [m for m in MODES if m == "hybrid" or m in self._retrievers]
+        return self.channel_names + [HYBRID]
 
-    def search(self, text: str | None = None, *, image: str | Path | None = None, mode: str = "hybrid", k: int = 10,
-               filters: dict[str, str] | None = None, weights: dict[str, float] | None = None) -> SearchResponse:
+    @property
+    def field_types(self) -> dict[str, str]:
+        return self.store.field_types
+
+    def count(self) -> int:
+        return self.store.count()
+
+    def records(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.store.fetch(ids)
+
+    # ------------------------------------------------------------------ search
+    def search(self, text: str | None = None, *, image: str | Path | None = None, mode: str = HYBRID, k: int = 10,
+               filters: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
+               fusion: str | None = None, parts: Sequence[QueryPart] | None = None) -> SearchResponse:
+        """Text, image or composite (parts) query in one mode: a channel name or "hybrid"."""
         started = time.perf_counter()
-        if mode not in MODES:
-            raise MmragError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if mode not in self.available_modes:
-            raise MmragError("mode 'clip' needs a CLIP model: index and search with --clip-model ID_OR_DIR")
-        if k < 1:
-            raise MmragError("k must be at least 1")
-        if mode == "hybrid" and native_hybrid_enabled():
-            # The same RRF fusion done by one Milvus hybrid_search (rag/milvus_hybrid.py); JSON ranks are null.
-            return search_native(self, text, image=image, k=k, filters=filters, weights=weights)
-        query = self._make_query(text, image, k, coerce_filters(filters, self.field_types))
-        names = self._retrievers_for(mode, query, weights)
+        fusion = fusion or self.settings.fusion
+        self._check_mode(mode, k, fusion)
+        weights = self._weights(weights)
+        parts, own_id = self._parts(text, image, parts)
+        timings: dict[str, float] = {}
+        names = self.channel_names if mode == HYBRID else [mode]
+        if mode == HYBRID:
+            names = [n for n in names if weights.get(n, 1.0) > 0]
+        inputs = self._inputs([self.store.channel(n) for n in names], parts, timings)
+        names = [n for n in names if n in inputs]
         if not names:
-            raise MmragError("nothing to search with: an image query needs --mode clip or hybrid with a CLIP model, "
-                             "or an image that is already in the catalog (its caption is used)")
-        if len(names) == 1:
-            nodes = self._retrievers[names[0]].retrieve(query)
-            ranks = {names[0]: {n.node.node_id: i for i, n in enumerate(nodes, start=1)}}
+            raise MmragError(self._nothing_to_search(mode, image))
+        if mode == HYBRID:
+            check_weights(weights, names)
+        query = SearchQuery(query_str=" ".join(p.text for p in parts if p.text and not p.negative),
+                            inputs=inputs, top_k=max(k, CANDIDATES_PER_CHANNEL),
+                            filter=self.store.filter(filters, [own_id] if own_id else []), timings_ms=timings)
+        if mode == HYBRID and fusion == "native" and len(names) > 1:
+            hits = self._native(names, query, k, weights)
         else:
-            fusion = WeightedRRFRetriever({n: self._retrievers[n] for n in names}, self._weights(weights),
-                                          top_k=k, rrf_k=self.settings.rrf_k)
-            nodes = fusion.retrieve(query)
-            ranks = fusion.last_ranks
+            hits = self._client(names, query, k, weights)
+        t = time.perf_counter()
+        rows = self.store.fetch([doc_id for doc_id, _ in hits])
+        timings["fetch"] = (time.perf_counter() - t) * 1000
         results = []
-        for rank, hit in enumerate(nodes[:k], start=1):
-            record = self.catalog[hit.node.node_id]
-            per = {name: ranks.get(name, {}).get(record.id) if name in names else None for name in RETRIEVERS}
-            results.append(SearchResult(record.id, record.path, float(hit.score or 0.0), rank, per, record.caption, record.metadata))
-        timings = dict(query.timings_ms)
+        for doc_id, score in hits:
+            row = rows.get(doc_id)
+            if row is None:  # deleted between search and fetch
+                continue
+            ranks = {c.name: query.ranks.get(c.name, {}).get(doc_id) if c.name in query.ranks else None
+                     for c in self.channels}
+            metadata = {key: value for key, value in row.items() if key not in ("id", "path", "caption")}
+            results.append(SearchResult(doc_id, row["path"], score, len(results) + 1, ranks, row["caption"], metadata))
         timings["total"] = (time.perf_counter() - started) * 1000
-        shown = text if text is not None else ""
-        return SearchResponse(shown, mode, results, timings, image=str(image) if image is not None else None)
+        return SearchResponse(text or "", mode, results, timings, image=str(image) if image is not None else None,
+                              fusion=fusion if mode == HYBRID else None)
+
+    def _check_mode(self, mode: str, k: int, fusion: str) -> None:
+        if mode not in self.available_modes:
+            wanted = {c.name: c for c in declared()}.get(mode)
+            if wanted is not None and wanted.encoder == "clip":
+                raise MmragError(f"mode {mode!r} needs a CLIP model: index and search with --clip-model ID_OR_DIR")
+            raise MmragError(f"this index has no {mode!r} mode; choose one of {', '.join(self.available_modes)}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise MmragError("k must be a whole number of at least 1")
+        if fusion not in ("client", "native"):
+            raise MmragError(f"unknown fusion {fusion!r}: choose client or native")
 
     def _weights(self, weights: dict[str, float] | None) -> dict[str, float]:
-        return {**self.settings.fusion_weights, **(weights or {})}
+        """Settings' weights overridden per call; per-call names must be channels of this index."""
+        known = [c.name for c in self.store.channels]
+        bad = sorted(set(weights or {}) - set(known))
+        if bad:
+            raise MmragError(f"unknown channel {', '.join(bad)} in weights: this index has {', '.join(known)}")
+        merged = {**self.settings.fusion_weights, **(weights or {})}
+        check_weights(merged, [])
+        return {name: merged.get(name, 1.0) for name in known}
 
-    def _make_query(self, text: str | None, image: str | Path | None, k: int, filters: dict[str, Scalar]) -> SearchQuery:
-        top_k = max(k, CANDIDATES_PER_RETRIEVER)
-        if image is None:
-            if not text or not text.strip():
-                raise MmragError("empty query: give text, or --image PATH")
-            return SearchQuery(query_str=text.strip(), top_k=top_k, filters=filters)
-        path = Path(image)
-        if not path.is_file():
-            raise MmragError(f"query image not found: {path}")
-        own_id = file_sha256(path)
-        own = self.catalog.get(own_id)
-        # The text retrievers search with the query image's caption when it is a catalog image.
-        caption = text or (own.caption if own else "")
-        return SearchQuery(query_str=caption, image_path=str(path), top_k=top_k, filters=filters, exclude_ids=frozenset({own_id}))
+    def _parts(self, text: str | None, image: str | Path | None,
+               parts: Sequence[QueryPart] | None) -> tuple[list[QueryPart], str | None]:
+        out = list(parts or [])
+        if text is not None and text.strip():
+            out.insert(0, QueryPart(text=text.strip()))
+        own_id = None
+        if image is not None:
+            path = Path(image)
+            if not path.is_file():
+                raise MmragError(f"query image not found: {path}")
+            own_id = file_sha256(path)
+            own = self.store.fetch([own_id]).get(own_id)
+            out.append(QueryPart(image=str(path), image_caption=own["caption"] if own else None))
+        if not out:
+            raise MmragError("empty query: give text, or --image PATH")
+        return out, own_id
 
-    def _retrievers_for(self, mode: str, query: SearchQuery, weights: dict[str, float] | None) -> list[str]:
-        if mode != "hybrid":
-            needs_text = mode in ("caption", "bm25")
-            return [mode] if not (needs_text and not query.query_str) else []
-        chosen = self._weights(weights)
-        return [n for n in self._retrievers if chosen.get(n, 1.0) > 0 and (n == "clip" or query.query_str)]
+    def _inputs(self, channels: list[Channel], parts: list[QueryPart], timings: dict[str, float]) -> dict[str, Any]:
+        """Each channel's query: a combined vector (dense) or the positive text (BM25); absent when it has none."""
+        inputs: dict[str, Any] = {}
+        for channel in channels:
+            t = time.perf_counter()
+            if channel.kind == DENSE:
+                vectors = []
+                for part in parts:
+                    vector = self.encoders.query(channel.encoder, channel.query_source(part))
+                    if vector is not None:
+                        vectors.append((part.weight, vector))
+                value = combine(vectors) if vectors else None
+                timings[f"embed_{channel.name}"] = (time.perf_counter() - t) * 1000
+            else:
+                texts = [channel.query_source(p) for p in parts if not p.negative]
+                value = " ".join(t for t in texts if t) or None
+            if value is not None:
+                inputs[channel.name] = value
+        return inputs
+
+    def _nothing_to_search(self, mode: str, image: str | Path | None) -> str:
+        if image is not None:
+            return ("nothing to search with: an image query needs a CLIP model (mode clip or hybrid), or an image "
+                    "that is already in the catalog (its caption is used)")
+        return f"nothing to search with in mode {mode}: the query has no text for it"
+
+    def _client(self, names: list[str], query: SearchQuery, k: int, weights: dict[str, float]) -> list[tuple[str, float]]:
+        if len(names) == 1:
+            nodes = self._retrievers[names[0]].retrieve(query)
+        else:
+            fusion = WeightedRRFRetriever({n: self._retrievers[n] for n in names}, weights, top_k=k,
+                                          rrf_k=self.settings.rrf_k)
+            nodes = fusion.retrieve(query)
+        return [(n.node.node_id, float(n.score or 0.0)) for n in nodes[:k]]
+
+    def _native(self, names: list[str], query: SearchQuery, k: int, weights: dict[str, float]) -> list[tuple[str, float]]:
+        check_native_weights({n: weights.get(n, 1.0) for n in names})
+        t = time.perf_counter()
+        requests = [(self.store.channel(n), query.inputs[n]) for n in names]
+        hits = self.store.hybrid_search(requests, k, query.top_k, self.settings.rrf_k, query.filter)
+        query.timings_ms["milvus_hybrid"] = (time.perf_counter() - t) * 1000
+        return hits
 
     def close(self) -> None:
         self.store.close()

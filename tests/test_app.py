@@ -623,7 +623,7 @@ def test_mmrag_app_serves_on_localhost_and_stops_on_sigterm(tmp_path: Path) -> N
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMRAG_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rag.cli", "app", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+        [sys.executable, "-m", "mmrag.cli", "app", "--port", str(port), "--data-dir", str(tmp_path / "d")],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

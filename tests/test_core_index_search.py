@@ -48,18 +48,17 @@ def _good_hashes(images: Path) -> set[str]:
     return {file_sha256(p) for p in good}
 
 
-def test_both_collections_hold_every_good_image_once(clip_index) -> None:
+def test_the_catalog_holds_every_good_image_once(clip_index) -> None:
     settings, images, report = clip_index
     expected = _good_hashes(images)
     assert len(expected) == 25 and report.indexed == 25 and report.total_in_store == 25
-    store = CatalogStore(settings, image_dim=512, text_dim=384, create=False)
-    try:
-        assert store.image_ids() == expected and store.caption_ids() == expected
-        for name in (settings.image_collection, settings.caption_collection):
-            rows = store.client.query(name, filter="", output_fields=["count(*)"])
-            assert rows[0]["count(*)"] == 25  # no duplicate rows behind the distinct ids
-    finally:
-        store.close()
+    with CatalogStore.open(settings) as store:
+        assert store.ids() == expected
+        assert store.count() == 25  # no duplicate rows behind the distinct ids
+        assert [c.name for c in store.channels] == ["clip", "caption", "bm25", "ocr"]
+        row = store.client.get(store.primary, ids=[sorted(expected)[0]], output_fields=["*"])[0]
+        assert len(row["clip_vector"]) == 512 and len(row["caption_vector"]) == 384
+        assert row["bm25_text"] and row["caption_pending"] is False
 
 
 def test_bad_files_are_listed_and_copies_indexed_once(clip_index) -> None:
@@ -87,7 +86,7 @@ def test_rerun_indexes_nothing_new(clip_index, clip_model, text_model) -> None:
 def test_text_image_and_hybrid_queries_report_per_retriever_ranks(clip_index, clip_model, text_model) -> None:
     settings, images, _ = clip_index
     with SearchEngine.open(settings, clip=clip_model, text_embedder=text_model) as engine:
-        assert engine.available_modes == ["clip", "caption", "bm25", "hybrid"]
+        assert engine.available_modes == ["clip", "caption", "bm25", "ocr", "hybrid"]
         clip_only = engine.search("a dog on a beach", mode="clip", k=5)
         assert [r.rank for r in clip_only.results] == [1, 2, 3, 4, 5]
         assert all(r.ranks["clip"] == r.rank and r.ranks["caption"] is None for r in clip_only.results)
@@ -99,9 +98,9 @@ def test_text_image_and_hybrid_queries_report_per_retriever_ranks(clip_index, cl
         assert all(any(v is not None for v in r.ranks.values()) for r in hybrid.results)
         assert any(r.ranks["clip"] is not None for r in hybrid.results)
         assert set(hybrid.timings_ms) >= {"clip", "caption", "bm25", "total"}
-        # The RRF score is the weighted sum over the retrievers' ranks (weights 1/3 each, k=60).
+        # The RRF score is the sum over the channels' ranks (equal weights, k=60, rank from 1 here).
         top = hybrid.results[0]
-        expected = sum((1 / 3) / (59 + r) for r in top.ranks.values() if r is not None)
+        expected = sum(1 / (59 + r) for r in top.ranks.values() if r is not None)
         assert top.score == pytest.approx(expected)
 
 
@@ -136,6 +135,6 @@ def test_json_contract(clip_index, clip_model, text_model) -> None:
     settings, _, _ = clip_index
     with SearchEngine.open(settings, clip=clip_model, text_embedder=text_model) as engine:
         data = json.loads(json.dumps(engine.search("a street", k=3).to_dict()))
-    assert set(data) == {"query", "mode", "results", "timings_ms"}
+    assert set(data) == {"query", "mode", "results", "timings_ms", "fusion"}
     assert set(data["results"][0]) == {"id", "path", "score", "rank", "ranks", "caption"}
-    assert set(data["results"][0]["ranks"]) == {"clip", "caption", "bm25"}
+    assert set(data["results"][0]["ranks"]) == {"clip", "caption", "bm25", "ocr"}

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, copy_sample
 from rag.config import Settings
+from rag.errors import StoreUnavailableError
 from rag.store import CatalogStore
 
 pytestmark = pytest.mark.slow
@@ -23,26 +24,24 @@ pytestmark = pytest.mark.slow
 
 def mmrag(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MMRAG_DATA_DIR": "", "MMRAG_URI": ""}
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mmrag.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
 def _counts(data_dir: Path) -> tuple[int, int]:
-    store = CatalogStore(Settings(data_dir=data_dir, clip_model=None), image_dim=None, text_dim=None, create=False)
+    """(rows, distinct ids) in the catalog; (0, 0) before the first batch created it."""
     try:
-        name = store.settings.caption_collection
-        if name not in store.client.list_collections():
-            return 0, 0
-        rows = store.client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
-        return rows, len(store.caption_ids())
-    finally:
-        store.close()
+        store = CatalogStore.open(Settings(data_dir=data_dir, clip_model=None))
+    except StoreUnavailableError:
+        return 0, 0
+    with store:
+        return store.count(), len(store.ids())
 
 
 def test_killed_index_run_resumes_with_every_image_exactly_once(tmp_path, retrieval_data, retrieval_rows) -> None:
     images = copy_sample(retrieval_rows, retrieval_data, tmp_path, 80, step=7)
     data = tmp_path / "data"
-    args = [sys.executable, "-m", "rag.cli", "index", str(images), "--metadata", str(tmp_path / "metadata.jsonl"),
+    args = [sys.executable, "-m", "mmrag.cli", "index", str(images), "--metadata", str(tmp_path / "metadata.jsonl"),
             "--clip-model", "none", "--batch-size", "4", "--data-dir", str(data)]
     proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -101,7 +100,7 @@ def test_clip_optional_carries_on_caption_side_and_search_works(tmp_path, retrie
 def test_unreachable_milvus_server_is_one_line(tmp_path) -> None:
     result = mmrag("search", "x", "--uri", "http://127.0.0.1:9", "--clip-model", "none", timeout=120)
     assert result.returncode == 2
-    assert result.stderr.startswith("mmrag: error: cannot open Milvus at http://127.0.0.1:9")
+    assert result.stderr.startswith("mmrag: error: cannot use Milvus at http://127.0.0.1:9")
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 from llama_index.core.retrievers import BaseRetriever
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import NodeWithScore, QueryBundle
 from PIL import Image
 
 from rag.bm25 import BM25Index, tokenize
-from rag.catalog import CatalogRecord
-from rag.config import parse_weights
+from rag.config import check_weights, parse_weights
 from rag.errors import MmragError
 from rag.fusion import WeightedRRFRetriever
 from rag.images import BadImageError, load_image
-from rag.search import coerce_filters, field_types
+from rag.milvus_filters import build_filter
+from rag.retrievers import id_node
 
 
 def test_network_guard_blocks_outside_hosts() -> None:
@@ -40,37 +40,43 @@ def test_bm25_ranks_by_term_weight_and_honours_masks() -> None:
 
 
 class _Fixed(BaseRetriever):
-    def __init__(self, ids: list[str], nodes: dict[str, TextNode]) -> None:
+    def __init__(self, ids: list[str]) -> None:
         super().__init__()
-        self.ids, self.nodes, self.seen = ids, nodes, []
+        self.ids, self.seen = ids, []
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         self.seen.append(query_bundle)
-        return [NodeWithScore(node=self.nodes[i], score=1.0 - r / 10) for r, i in enumerate(self.ids)]
+        return [id_node(i, 1.0 - r / 10) for r, i in enumerate(self.ids)]
 
 
-def _nodes(*ids: str) -> dict[str, TextNode]:
-    return {i: CatalogRecord(i, f"/{i}.jpg", f"caption {i}").node() for i in ids}
-
-
-def test_weighted_rrf_matches_hand_computation_and_records_ranks() -> None:
-    nodes = _nodes("a", "b", "c", "d")
-    strong, weak = _Fixed(["a", "b", "c"], nodes), _Fixed(["d", "c", "b"], nodes)
+def test_weighted_rrf_matches_hand_computation() -> None:
+    strong, weak = _Fixed(["a", "b", "c"]), _Fixed(["d", "c", "b"])
     fusion = WeightedRRFRetriever({"caption": strong, "bm25": weak}, {"caption": 1, "bm25": 1}, top_k=4)
+    assert fusion.uses_llamaindex_rrf  # equal weights: LlamaIndex's own QueryFusionRetriever fuses
     result = fusion.retrieve(QueryBundle("q"))
-    # Equal weights (normalised to 1/2): a=.5/60, b=.5/61+.5/62, c=.5/62+.5/61, d=.5/60 → b,c tie above a,d.
+    # a=1/60, b=1/61+1/62, c=1/62+1/61, d=1/60 → b,c tie above a,d (ties by id).
     scores = {n.node.node_id: n.score for n in result}
-    assert scores["b"] == pytest.approx(0.5 / 61 + 0.5 / 62)
-    assert scores["a"] == pytest.approx(0.5 / 60)
+    assert scores["b"] == pytest.approx(1 / 61 + 1 / 62)
+    assert scores["a"] == pytest.approx(1 / 60)
     assert [n.node.node_id for n in result] == ["b", "c", "a", "d"]
-    assert fusion.last_ranks == {"caption": {"a": 1, "b": 2, "c": 3}, "bm25": {"d": 1, "c": 2, "b": 3}}
     # Both retrievers received the bundle untouched: nobody cached an embedding on it.
     assert strong.seen[0] is weak.seen[0] and strong.seen[0].embedding is None
 
 
+def test_own_rrf_equals_query_fusion_retriever_with_equal_weights() -> None:
+    """The weighted path, run with equal weights, reproduces LlamaIndex's RRF exactly (the oracle)."""
+    lists = [["a", "b", "c", "e"], ["d", "c", "b"], ["e", "a"]]
+    retrievers = {f"r{i}": _Fixed(ids) for i, ids in enumerate(lists)}
+    llama = WeightedRRFRetriever(retrievers, {}, top_k=5).retrieve(QueryBundle("q"))
+    ours = WeightedRRFRetriever(retrievers, {}, top_k=5, rrf_k=60.0 + 1e-12)
+    assert not ours.uses_llamaindex_rrf
+    mine = ours.retrieve(QueryBundle("q"))
+    assert [n.node.node_id for n in mine] == [n.node.node_id for n in llama]
+    assert [n.score for n in mine] == pytest.approx([n.score for n in llama])
+
+
 def test_weights_let_the_strong_retriever_lead() -> None:
-    nodes = _nodes("a", "b", "c", "d")
-    strong, weak = _Fixed(["a", "b", "c"], nodes), _Fixed(["d", "c", "b"], nodes)
+    strong, weak = _Fixed(["a", "b", "c"]), _Fixed(["d", "c", "b"])
     # With k=60 a hit in both lists outweighs rank differences: at 1:0.1 b still beats a; at 1:0.01 the strong order holds.
     mild = WeightedRRFRetriever({"caption": strong, "bm25": weak}, {"caption": 1, "bm25": 0.1}, top_k=4)
     assert [n.node.node_id for n in mild.retrieve(QueryBundle("q"))][0] == "b"
@@ -78,20 +84,40 @@ def test_weights_let_the_strong_retriever_lead() -> None:
     assert [n.node.node_id for n in fusion.retrieve(QueryBundle("q"))] == ["a", "b", "c", "d"]
 
 
-def test_parse_weights() -> None:
-    assert parse_weights("clip=0.5,bm25=0") == {"clip": 0.5, "caption": 1.0, "bm25": 0.0}
-    with pytest.raises(ValueError):
-        parse_weights("colour=1")
+def test_parse_weights_accepts_finite_non_negative_numbers() -> None:
+    assert parse_weights("clip=0.5, bm25=0") == {"clip": 0.5, "bm25": 0.0}
+    assert parse_weights("ocr=2", names=("clip", "ocr")) == {"ocr": 2.0}
 
 
-def test_filters_are_typed_from_the_catalog() -> None:
-    catalog = field_types({"x": CatalogRecord("x", "/x", "c", {"source": "coco2017", "coco_image_id": 139, "categories_known": True})})
-    assert coerce_filters({"source": "coco2017", "coco_image_id": "139", "categories_known": "true"}, catalog) == {
-        "source": "coco2017", "coco_image_id": 139, "categories_known": True}
+@pytest.mark.parametrize("text,message", [
+    ("caption=nan", "finite"), ("bm25=inf", "finite"), ("clip=-1", ">= 0"), ("clip=abc", "not a number"),
+    ("clip", "expected NAME=NUMBER"), ("colour=1", "unknown channel"),
+])
+def test_bad_weights_are_refused_with_one_line(text: str, message: str) -> None:
+    with pytest.raises(MmragError, match=message):
+        parse_weights(text, names=("clip", "caption", "bm25", "ocr"))
+
+
+def test_all_zero_weights_are_refused() -> None:
+    with pytest.raises(MmragError, match="weight 0"):
+        check_weights({"clip": 0, "caption": 0}, ["clip", "caption"])
+
+
+def test_filters_are_typed_from_the_recorded_types_and_escaped() -> None:
+    types = {"source": "str", "coco_image_id": "int", "categories_known": "bool", "score": "float"}
+    built = build_filter({"source": 'a"b\\c', "coco_image_id": "139", "categories_known": "true"}, types, templates=False)
+    assert built.expr == 'source == "a\\"b\\\\c" and coco_image_id == 139 and categories_known == true'
+    assert not built.params
+    templated = build_filter({"source": "日本"}, types, templates=True)
+    assert templated.expr == "source == {f0}" and templated.params == {"f0": "日本"}
     with pytest.raises(MmragError, match="unknown filter field 'colour'"):
-        coerce_filters({"colour": "red"}, catalog)
+        build_filter({"colour": "red"}, types, templates=False)
     with pytest.raises(MmragError, match="holds int"):
-        coerce_filters({"coco_image_id": "abc"}, catalog)
+        build_filter({"coco_image_id": "abc"}, types, templates=False)
+    with pytest.raises(MmragError, match="true/false"):
+        build_filter({"categories_known": "maybe"}, types, templates=False)
+    with pytest.raises(MmragError, match="finite"):
+        build_filter({"score": "nan"}, types, templates=False)
 
 
 def test_load_image_applies_exif_orientation_and_first_frame(tmp_path: Path) -> None:

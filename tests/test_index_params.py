@@ -14,7 +14,6 @@ from rag.index_params import (
     LITE_FLAT_MAX_VECTORS,
     index_params_for,
     is_milvus_lite,
-    overrides_from_env,
     search_config_for_k,
 )
 
@@ -101,6 +100,8 @@ def test_bad_input_is_a_clear_error(kwargs, message):
 
 
 def test_overrides_from_env():
+    from rag.config import index_overrides_from_env as overrides_from_env
+
     env = {"MMRAG_INDEX_TYPE": "HNSW", "MMRAG_HNSW_M": "24", "MMRAG_HNSW_EF": "100", "MMRAG_IVF_NLIST": ""}
     assert overrides_from_env(env) == {"index_type": "HNSW", "M": 24, "ef": 100}
     with pytest.raises(MmragError, match="MMRAG_HNSW_M='x'"):

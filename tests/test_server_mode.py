@@ -108,7 +108,7 @@ def test_cli_searches_through_the_server_in_another_process(served):
     target = file_sha256(served["images"] / Path(rows[3]["file"]).name)
     env = {**os.environ, "MMRAG_DATA_DIR": str(settings.data_dir)}
     out = subprocess.run(
-        [sys.executable, "-m", "rag.cli", "search", caption, "--uri", settings.uri, "--mode", "bm25", "-k", "5",
+        [sys.executable, "-m", "mmrag.cli", "search", caption, "--uri", settings.uri, "--mode", "bm25", "-k", "5",
          "--json", "--clip-model", "none"],
         capture_output=True, text=True, timeout=240, cwd=REPO, env=env,
     )

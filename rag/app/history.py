@@ -10,7 +10,7 @@ from typing import Any
 
 from rag.search import SearchResult
 
-RETRIEVER_LABELS = {"clip": "CLIP", "caption": "caption", "bm25": "BM25"}
+RETRIEVER_LABELS = {"clip": "CLIP", "caption": "caption", "bm25": "BM25", "ocr": "OCR"}
 _turn_ids = itertools.count(1)
 
 

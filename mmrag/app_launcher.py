@@ -26,6 +26,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MMRAG_TEXT_MODEL": settings.text_model,
         "MMRAG_VLM_TIMEOUT_S": str(settings.vlm_timeout_s),
         "MMRAG_FUSION_WEIGHTS": ",".join(f"{k}={v:g}" for k, v in settings.fusion_weights.items()),
+        "MMRAG_FUSION": settings.fusion,
+        "MMRAG_QUERY_THREADS": str(settings.query_threads),
     }
     optional = {
         "MMRAG_URI": settings.uri,

@@ -1,4 +1,8 @@
-"""`mmrag index|search|inspect|eval|app`: the command line. Errors are one line on stderr, never a traceback."""
+"""`mmrag index|search|inspect|eval|app`: the command line and composition root.
+
+It parses flags, builds Settings, wires rag/ (library), ingest/ and eval/ together and prints.
+Errors are one line on stderr, never a traceback (--debug shows it).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from rag.config import MODES, Settings, parse_weights
+from rag.config import FUSIONS, Settings, parse_weights
 from rag.errors import MmragError
+
+EXIT_STRICT = 3  # --strict and something was skipped or left pending
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -28,34 +35,32 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
-    clip = getattr(args, "clip_model", None)
     settings = settings.with_(data_dir=args.data_dir, uri=args.uri, collection_prefix=args.collection_prefix,
                               text_model=args.text_model, batch_size=getattr(args, "batch_size", None))
+    clip = getattr(args, "clip_model", None)
     if clip is not None:
-        settings = settings.with_(clip_model=clip) if clip.lower() != "none" else _without_clip(settings)
+        settings = replace(settings, clip_model=None if clip.lower() == "none" else clip)
     if getattr(args, "weights", None):
-        settings = settings.with_(fusion_weights={**settings.fusion_weights, **parse_weights(args.weights)})
+        settings = replace(settings, fusion_weights={**settings.fusion_weights, **parse_weights(args.weights)})
+    fusion = "native" if getattr(args, "native_hybrid", False) else getattr(args, "fusion", None)
+    if fusion:
+        settings = replace(settings, fusion=fusion)
     return settings
-
-
-def _without_clip(settings: Settings) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, clip_model=None)
 
 
 # ---------------------------------------------------------------- index
 def _add_index(sub: Any) -> None:
-    p = sub.add_parser("index", help="index a folder (or one image) into both collections")
+    p = sub.add_parser("index", help="index a folder (or one image) into the Milvus catalog")
     p.add_argument("path", type=Path, help="folder of images, searched recursively")
     p.add_argument("--metadata", type=Path, help="catalog sidecar (JSONL or CSV: file + title/alt_text/captions/tags/...)")
     p.add_argument("--captioner", default="", help="extra caption sources, comma-separated: vlm (OpenAI-compatible endpoint), ocr (rapidocr)")
     p.add_argument("--clip-optional", action="store_true", help="if the CLIP model cannot be loaded, say so and index caption-side only")
     p.add_argument("--batch-size", type=int, help="images per embedding batch (default 32)")
     p.add_argument("--near-dup", type=float, default=0.95, help="report image pairs above this CLIP cosine (default 0.95)")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit {EXIT_STRICT} if any file was skipped or any VLM caption is left pending")
     p.add_argument("--json", action="store_true", help="print the run report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--native-hybrid", action="store_true", help="also mirror rows into the collection Milvus-native hybrid search uses")
     _add_common(p)
     p.set_defaults(func=cmd_index)
 
@@ -66,52 +71,64 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.errors import ModelUnavailableError
 
     settings = settings_from_args(args)
-    if args.native_hybrid:
-        os.environ["MMRAG_NATIVE_HYBRID"] = "1"
     sources = {s.strip() for s in args.captioner.split(",") if s.strip()}
     unknown = sources - {"vlm", "ocr"}
     if unknown:
         raise MmragError(f"unknown --captioner {', '.join(sorted(unknown))}: choose from vlm, ocr")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise MmragError("--batch-size must be at least 1")
     clip = None
     if settings.clip_model:
         try:
-            clip = load_clip(settings.clip_model, batch_size=settings.batch_size)
+            clip = load_clip(settings.clip_model, batch_size=settings.batch_size, dtype=settings.clip_dtype)
         except ModelUnavailableError as exc:
             if not args.clip_optional:
                 raise
             print(f"mmrag: no CLIP weights ({settings.clip_model}): indexing caption-side only. {exc}", file=sys.stderr)
-            settings = _without_clip(settings)
+            settings = replace(settings, clip_model=None)
     report = index_folder(args.path, settings, metadata=args.metadata, ocr="ocr" in sources, vlm_captions="vlm" in sources,
                           show_progress=not args.quiet, clip=clip, near_duplicate_cosine=args.near_dup)
+    strict_failed = args.strict and bool(report.bad_files or report.pending)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
-        return 0
+        return EXIT_STRICT if strict_failed else 0
     side = f"CLIP {report.clip_model} + captions" if report.clip_model else "caption-side only (no CLIP)"
     print(f"indexed {report.indexed} new image(s), {report.already_indexed} already indexed, in {report.seconds:.1f} s; "
-          f"store {settings.store_uri} holds {report.total_in_store}; {side}, text model {report.text_model}")
+          f"store {settings.store_uri} holds {report.total_in_store}; {side}, text model {report.text_model}; "
+          f"channels {', '.join(report.channels)}")
+    if report.recaptioned:
+        print(f"  {report.recaptioned} pending VLM caption(s) filled in")
     for path, reason in report.bad_files:
         print(f"  skipped {path}: {reason}")
+    for path, reason in report.pending:
+        print(f"  indexed, caption pending {path}: {reason} (the next `mmrag index --captioner vlm` retries it)")
+    for path, message in report.warnings:
+        print(f"  warning {path}: {message}")
     for path, original in report.duplicates:
         print(f"  duplicate {path} = {original} (indexed once)")
     for a, b, cosine in report.near_duplicates:
         print(f"  near-duplicate {a[:12]} ~ {b[:12]} (cosine {cosine:.3f})")
     for problem in report.metadata_problems:
         print(f"  metadata: {problem}")
-    return 0
+    return EXIT_STRICT if strict_failed else 0
 
 
 # ---------------------------------------------------------------- search
 def _add_search(sub: Any) -> None:
-    p = sub.add_parser("search", help="search by text or by image")
+    p = sub.add_parser("search", help="search by text or by image (or many queries from a JSONL file)")
     p.add_argument("query", nargs="?", help="text query")
     p.add_argument("--image", type=Path, help="query image (image→image; its own hit is dropped)")
-    p.add_argument("--mode", choices=MODES, default="hybrid")
+    p.add_argument("--queries", type=Path, metavar="FILE.jsonl",
+                   help='one query per line: {"query": ...} or {"image": ...}, optional "filters", "k", "mode"; '
+                        "prints one JSON object per line")
+    p.add_argument("--mode", default="hybrid", help="hybrid (default) or one channel: clip, caption, bm25, ocr")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="metadata filter, repeatable (AND)")
-    p.add_argument("--weights", help="hybrid RRF weights, e.g. clip=1,caption=1,bm25=0.5")
+    p.add_argument("--weights", help="hybrid RRF weights per channel, e.g. clip=1,caption=1,bm25=0.5")
+    p.add_argument("--fusion", choices=FUSIONS, help="client: LlamaIndex weighted RRF (default); native: one Milvus "
+                   "hybrid_search with RRFRanker (equal weights, no per-channel ranks)")
+    p.add_argument("--native-hybrid", action="store_true", help="same as --fusion native")
     p.add_argument("--json", action="store_true", help="print the stable JSON contract")
-    p.add_argument("--native-hybrid", action="store_true",
-                   help="run hybrid as one Milvus hybrid_search (BM25 function + RRFRanker; equal weights, no per-retriever ranks)")
     _add_common(p)
     p.set_defaults(func=cmd_search)
 
@@ -122,31 +139,71 @@ def parse_filters(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise MmragError(f"bad --filter {item!r}: expected KEY=VALUE")
-        filters[key.strip()] = value.strip()
+        filters[key.strip()] = value  # the value as given: spaces may be part of it
     return filters
 
 
+def _query_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, query object) or (line number, error text) per non-empty line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MmragError(f"cannot read --queries {path}: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, f"invalid JSON: {exc.msg}"
+            continue
+        if not isinstance(obj, dict) or not (obj.get("query") or obj.get("image")):
+            yield number, 'expected an object with "query" or "image"'
+            continue
+        yield number, obj
+
+
 def cmd_search(args: argparse.Namespace) -> int:
-    from rag.search import SearchEngine
+    from rag.search import SearchEngine, limit_query_threads
 
     settings = settings_from_args(args)
-    if args.query is None and args.image is None:
-        raise MmragError("give a text query or --image PATH")
+    if args.query is None and args.image is None and args.queries is None:
+        raise MmragError("give a text query, --image PATH, or --queries FILE.jsonl")
     filters = parse_filters(args.filter)
-    if args.native_hybrid:
-        os.environ["MMRAG_NATIVE_HYBRID"] = "1"
-    SearchEngine.limit_query_threads()
+    limit_query_threads(settings.query_threads)
     with SearchEngine.open(settings, models_from_index=args.clip_model is None and args.text_model is None) as engine:
+        if args.queries is not None:
+            return _batch_search(engine, args, filters)
         response = engine.search(args.query, image=args.image, mode=args.mode, k=args.k, filters=filters)
     if args.json:
-        print(json.dumps(response.to_dict(), indent=2))
+        print(json.dumps(response.to_dict(), indent=2, ensure_ascii=False))
         return 0
     print(f"{args.mode} search for {args.query or args.image!s}: {len(response.results)} result(s) "
           f"in {response.timings_ms.get('total', 0):.0f} ms")
     for r in response.results:
-        ranks = " ".join(f"{name}={r.ranks[name] if r.ranks[name] is not None else '-'}" for name in r.ranks)
+        ranks = " ".join(f"{name}={rank if rank is not None else '-'}" for name, rank in r.ranks.items())
         print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]  {r.path}\n      {r.caption[:110]}")
     return 0
+
+
+def _batch_search(engine: Any, args: argparse.Namespace, filters: dict[str, str]) -> int:
+    """One JSON object per query line; a bad line prints {"line", "error"} and the run goes on (exit 2 at the end)."""
+    failed = 0
+    for number, item in _query_lines(args.queries):
+        if isinstance(item, str):
+            failed += 1
+            print(json.dumps({"line": number, "error": item}), flush=True)
+            continue
+        try:
+            response = engine.search(item.get("query"), image=item.get("image"), mode=item.get("mode", args.mode),
+                                     k=int(item.get("k", args.k)), filters={**filters, **(item.get("filters") or {})},
+                                     weights=parse_weights(item["weights"]) if item.get("weights") else None)
+        except (MmragError, ValueError, TypeError) as exc:
+            failed += 1
+            print(json.dumps({"line": number, "error": _one_line(exc)}), flush=True)
+            continue
+        print(json.dumps({"line": number, **response.to_dict()}, ensure_ascii=False), flush=True)
+    return 2 if failed else 0
 
 
 # ---------------------------------------------------------------- inspect / eval / app (their own modules)
@@ -174,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _delegate(sub, "inspect", "ask a VLM about defects in images and score it (plus a pixel baseline)",
               "rag.inspection.cli", "add_inspect_arguments", "run_inspect")
     _delegate(sub, "eval", "retrieval eval: gold queries, ablations, plots, report", "eval.cli", "add_eval_arguments", "run_eval")
-    _delegate(sub, "app", "start the Streamlit app on 127.0.0.1", "rag.app_launcher", "add_app_arguments", "run_app")
+    _delegate(sub, "app", "start the Streamlit app on 127.0.0.1", "mmrag.app_launcher", "add_app_arguments", "run_app")
     return parser
 
 
@@ -185,7 +242,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # for the tokenizers library, before it loads
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs tracebacks itself; we print one line
     from transformers.utils import logging as hf_logging
 
@@ -201,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmrag: interrupted (an index run resumes where it stopped when started again)", file=sys.stderr)
         return 130
-    except Exception as exc:  # Milvus/gRPC/HTTP failures surface as one readable line
+    except Exception as exc:  # anything unforeseen still ends in one readable line
         if args.debug:
             raise
         print(f"mmrag: error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)

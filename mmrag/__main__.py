@@ -1,0 +1,5 @@
+import sys
+
+from mmrag.cli import main
+
+sys.exit(main())
