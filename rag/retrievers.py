@@ -32,6 +32,7 @@ class SearchQuery(QueryBundle):
     exclude_ids: frozenset[str] = frozenset()
     timings_ms: dict[str, float] = field(default_factory=dict)
     ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> id -> rank (1-based)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # channel -> id -> the channel's own score
 
     def __hash__(self) -> int:  # QueryBundle is hashed by some callback handlers
         return hash((self.query_str, self.top_k, tuple(sorted(self.inputs))))
@@ -57,10 +58,12 @@ class ChannelRetriever(BaseRetriever):
         data = query.inputs.get(self.channel.name)
         if data is None:
             query.ranks[self.channel.name] = {}
+            query.scores[self.channel.name] = {}
             return []
         started = time.perf_counter()
         # The filter already excludes the query image's own id.
         hits = self.store.search(self.channel, data, query.top_k, query.filter)
         query.timings_ms[self.channel.name] = (time.perf_counter() - started) * 1000
         query.ranks[self.channel.name] = {doc_id: rank for rank, (doc_id, _) in enumerate(hits, start=1)}
+        query.scores[self.channel.name] = dict(hits)
         return [id_node(doc_id, score) for doc_id, score in hits]

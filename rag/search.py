@@ -35,6 +35,7 @@ class SearchResult:
     ranks: dict[str, int | None]
     caption: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, float | None] = field(default_factory=dict)  # each channel's own score (cosine, BM25)
 
 
 @dataclass
@@ -168,10 +169,11 @@ class SearchEngine:
             row = rows.get(doc_id)
             if row is None:  # deleted between search and fetch
                 continue
-            ranks = {c.name: query.ranks.get(c.name, {}).get(doc_id) if c.name in query.ranks else None
-                     for c in self.channels}
+            ranks = {c.name: query.ranks.get(c.name, {}).get(doc_id) for c in self.channels}
+            scores = {c.name: query.scores.get(c.name, {}).get(doc_id) for c in self.channels}
             metadata = {key: value for key, value in row.items() if key not in ("id", "path", "caption")}
-            results.append(SearchResult(doc_id, row["path"], score, len(results) + 1, ranks, row["caption"], metadata))
+            results.append(SearchResult(doc_id, row["path"], score, len(results) + 1, ranks, row["caption"], metadata,
+                                        scores))
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResponse(text or "", mode, results, timings, image=str(image) if image is not None else None,
                               fusion=fusion if mode == HYBRID else None)

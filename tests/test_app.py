@@ -415,7 +415,8 @@ def test_filter_restricts_results(app_index, engine, open_calls) -> None:
     n_open = sum(row["source"] == "openimages_roboflow5" for row in app_index["rows"])
     assert turn.filters == {"source": "openimages_roboflow5"} and turn.error is None
     assert len(turn.results) == n_open  # k=10 > the two Open Images rows: all of them, nothing else
-    assert all(engine.catalog[c.id].metadata["source"] == "openimages_roboflow5" for c in turn.results)
+    stored = engine.records([c.id for c in turn.results])
+    assert all(stored[c.id]["source"] == "openimages_roboflow5" for c in turn.results)
 
     # a typed filter on an unknown field: the engine's one-line error replaces the results
     at.selectbox(key="filter_source").set_value(ANY)
@@ -443,7 +444,7 @@ def test_image_upload_query_drops_its_own_hit(app_index, engine, open_calls) -> 
     stored = Path(turn.image_path)
     assert stored.read_bytes() == data and stored.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
     own_id = bytes_sha256(data)
-    assert own_id in engine.catalog and own_id not in [c.id for c in turn.results]
+    assert engine.records([own_id]) and own_id not in [c.id for c in turn.results]
     expected = engine.search(image=query, mode="clip", k=10)
     assert [c.id for c in turn.results] == [r.id for r in expected.results] and len(turn.results) == 10
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -94,7 +95,6 @@ class FakeEngine:
         for r in catalog.rows:
             text = " ".join(r["captions"]) or Path(r["file"]).stem
             self.records[r["file"]] = Record(r["file"], str(catalog.root / r["file"]), text)
-        self.catalog = self.records
         self.clip = clip
         self.available_modes = ["caption", "bm25", "hybrid"] + (["clip"] if clip else [])
         self.calls = []
@@ -109,6 +109,14 @@ class FakeEngine:
             if s > 0:
                 scored.append((-s, rid))
         return [rid for _, rid in sorted(scored)]
+
+    def count(self):
+        return len(self.records)
+
+    @property
+    def store(self):
+        rows = [{"id": r.id, "path": r.path, "caption_sources": ["metadata"]} for r in self.records.values()]
+        return SimpleNamespace(sample=lambda limit: rows[:limit])
 
     def search(self, text, *, mode="hybrid", k=10, weights=None):
         self.calls.append((text, mode, k, weights))

@@ -58,7 +58,7 @@ def served(tmp_path_factory, retrieval_data, retrieval_rows, text_model):
     server = MilvusLiteServer(root / "milvus.db").start()
     settings = Settings(data_dir=root / "data", uri=server.uri, clip_model=None, batch_size=8)
     reader_out = root / "reader.json"
-    reader = subprocess.Popen([sys.executable, "-c", READER, server.uri, settings.caption_collection,
+    reader = subprocess.Popen([sys.executable, "-c", READER, server.uri, f"{settings.collection_prefix}_catalog",
                                str(N_IMAGES), str(reader_out)])
     try:
         deadline = time.monotonic() + 120
@@ -83,9 +83,9 @@ def test_index_through_server_loses_nothing(served):
     assert report.indexed == N_IMAGES and report.total_in_store == N_IMAGES and not report.bad_files
     client = MilvusClient(uri=served["server"].uri)
     try:
-        rows = client.query(settings.caption_collection, filter="", output_fields=["id"], limit=16384)
+        rows = client.query(f"{settings.collection_prefix}_catalog", filter="", output_fields=["id"], limit=16384)
         assert sorted(r["id"] for r in rows) == sorted(expected)  # every image exactly once
-        assert client.query(settings.caption_collection, filter="", output_fields=["count(*)"])[0]["count(*)"] == N_IMAGES
+        assert client.query(f"{settings.collection_prefix}_catalog", filter="", output_fields=["count(*)"])[0]["count(*)"] == N_IMAGES
     finally:
         client.close()
 
@@ -118,18 +118,14 @@ def test_cli_searches_through_the_server_in_another_process(served):
     assert target in [r["id"] for r in response["results"][:3]]
 
 
-def test_native_hybrid_over_the_server_matches_llamaindex_fusion(served, text_model):
-    from rag.milvus_hybrid import NativeHybridIndex, search_native
+def test_native_fusion_over_the_server_matches_client_fusion(served, text_model):
     from rag.search import SearchEngine
 
     settings = served["settings"]
     with SearchEngine.open(settings, text_embedder=text_model) as engine:
-        native = NativeHybridIndex.open(settings, text_dim=text_model.dim, clip_dim=None, client=engine.store.client)
-        assert native.sync_from_store(engine.store, show_progress=False) == N_IMAGES
         for query in ("a dog on a couch", "people riding bicycles", "a plate of food", "red bus"):
-            fused = [r.id for r in engine.search(query, mode="hybrid", k=10).results]
-            assert [r.id for r in search_native(engine, query, k=10, index=native).results] == fused, query
-        native.drop()
+            fused = [r.id for r in engine.search(query, mode="hybrid", k=10, fusion="client").results]
+            assert [r.id for r in engine.search(query, mode="hybrid", k=10, fusion="native").results] == fused, query
 
 
 def test_data_persists_across_a_server_restart_and_reopens_embedded(served):
@@ -139,11 +135,11 @@ def test_data_persists_across_a_server_restart_and_reopens_embedded(served):
     assert server.stop() == 0
     with MilvusLiteServer(data_dir) as again:
         client = MilvusClient(uri=again.uri)
-        assert client.query(settings.caption_collection, filter="", output_fields=["count(*)"])[0]["count(*)"] == N_IMAGES
+        assert client.query(f"{settings.collection_prefix}_catalog", filter="", output_fields=["count(*)"])[0]["count(*)"] == N_IMAGES
         client.close()
     embedded = MilvusClient(str(data_dir))  # the lock is released once the server is gone
     try:
-        assert embedded.query(settings.caption_collection, filter="", output_fields=["count(*)"])[0]["count(*)"] == N_IMAGES
+        assert embedded.query(f"{settings.collection_prefix}_catalog", filter="", output_fields=["count(*)"])[0]["count(*)"] == N_IMAGES
     finally:
         embedded.close()
 
