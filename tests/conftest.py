@@ -1,4 +1,9 @@
-"""Shared fixtures: real sample data, the random-weight ViT-B/32 CLIP folder, and a network guard."""
+"""Shared fixtures: real sample data, the random-weight ViT-B/32 CLIP folder, and a network guard.
+
+Real photos come from the full shared sample set (../shared/data/retrieval, 567 photos; CI has it) or, where it
+is missing (a bare clone), from examples/catalog (40 license-clean photos committed in the repo).
+Tests that need the full set itself (its counts, gold queries, giraffes) use the full_* fixtures and skip without it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = shared_data_dir()
 RETRIEVAL = SHARED_DATA / "retrieval"
 INSPECTION = SHARED_DATA / "inspection"
+EXAMPLE_CATALOG = REPO / "examples" / "catalog"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # subprocesses inherit it; nothing may reach a hub from tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -53,20 +59,40 @@ def no_network() -> None:
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
 
 
+def read_rows(catalog: Path) -> list[dict]:
+    return [json.loads(line) for line in (catalog / "metadata.jsonl").read_text().splitlines() if line.strip()]
+
+
 def require_retrieval_data() -> Path:
+    """The full shared sample set, or skip: for tests that depend on its exact content."""
     if not (RETRIEVAL / "metadata.jsonl").exists():
-        pytest.skip(f"sample catalog not found at {RETRIEVAL} (set MMRAG_SHARED_DATA)")
+        pytest.skip(f"needs the full sample set, not found at {RETRIEVAL} (set MMRAG_SHARED_DATA)")
     return RETRIEVAL
+
+
+def real_catalog() -> Path:
+    """A real photo catalog: the full shared sample set when present, else the repo's examples/catalog."""
+    return RETRIEVAL if (RETRIEVAL / "metadata.jsonl").exists() else EXAMPLE_CATALOG
 
 
 @pytest.fixture(scope="session")
 def retrieval_data() -> Path:
-    return require_retrieval_data()
+    return real_catalog()
 
 
 @pytest.fixture(scope="session")
 def retrieval_rows(retrieval_data: Path) -> list[dict]:
-    return [json.loads(line) for line in (retrieval_data / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    return read_rows(retrieval_data)
+
+
+@pytest.fixture(scope="session")
+def full_retrieval_data() -> Path:
+    return require_retrieval_data()
+
+
+@pytest.fixture(scope="session")
+def full_retrieval_rows(full_retrieval_data: Path) -> list[dict]:
+    return read_rows(full_retrieval_data)
 
 
 @pytest.fixture(scope="session")
@@ -91,11 +117,20 @@ def text_model():
     return make_text_embedder("all-MiniLM-L6-v2")
 
 
+def pick_sample(rows: list[dict], n: int, step: int = 1) -> list[dict]:
+    """n rows, every step-th; where the catalog is too small for that (examples/catalog), up to n spread evenly."""
+    picked = rows[::step][:n]
+    if len(picked) < n and len(rows) > len(picked):
+        m = min(n, len(rows))
+        picked = [rows[i * len(rows) // m] for i in range(m)]
+    return picked
+
+
 def copy_sample(rows: list[dict], retrieval: Path, dest: Path, n: int, step: int = 1) -> Path:
-    """Copy n sample images (every step-th) into dest/images with a matching metadata.jsonl."""
+    """Copy pick_sample(rows, n, step) into dest/images with a matching metadata.jsonl."""
     images = dest / "images"
     images.mkdir(parents=True, exist_ok=True)
-    chosen = rows[::step][:n]
+    chosen = pick_sample(rows, n, step)
     for row in chosen:
         shutil.copy(retrieval / row["file"], images / Path(row["file"]).name)
     (dest / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_sample
+from conftest import copy_sample, pick_sample
 from rag.app_launcher import settings_env, streamlit_command
 from rag.config import Settings
 
@@ -64,7 +64,7 @@ def served_app(tmp_path_factory, retrieval_data, retrieval_rows, text_model):
     from rag.dev.milvus_server import MilvusLiteServer, free_port
 
     root = tmp_path_factory.mktemp("browser_app")
-    rows = retrieval_rows[::7]
+    rows = pick_sample(retrieval_rows, N_FIRST + N_LATER, step=7)
     first = copy_sample(rows, retrieval_data, root / "first", N_FIRST)
     later = copy_sample(rows[N_FIRST:], retrieval_data, root / "later", N_LATER)
     with MilvusLiteServer(root / "data" / "milvus.db") as server:

@@ -13,6 +13,7 @@ from rag.errors import MmragError
 
 SHARED = shared_data_dir()
 SAMPLE = SHARED / "retrieval" / "metadata.jsonl"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "catalog" / "metadata.jsonl"  # in the repo
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:
@@ -146,14 +147,17 @@ def test_categories_never_become_caption_text(tmp_path: Path) -> None:
     assert not {"zebra", "giraffe", "okapi"} & set(text.lower().replace(".", "").split())
 
 
-@pytest.mark.skipif(not SAMPLE.is_file(), reason=f"shared sample catalog not found at {SAMPLE}")
-def test_sample_catalog_captions_and_no_categories() -> None:
-    sidecar = Sidecar.load(SAMPLE)
-    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+@pytest.mark.parametrize("sample", [
+    pytest.param(SAMPLE, id="full", marks=pytest.mark.skipif(not SAMPLE.is_file(), reason=f"full sample set not found at {SAMPLE}")),
+    pytest.param(EXAMPLE, id="examples-catalog"),
+])  # fmt: skip
+def test_sample_catalog_captions_and_no_categories(sample: Path) -> None:
+    sidecar = Sidecar.load(sample)
+    rows = [json.loads(line) for line in sample.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert sidecar.problems == [] and len(sidecar.rows) == len(rows)
     leaked = checked = 0
     for row in rows:
-        image = SAMPLE.parent / row["file"]
+        image = sample.parent / row["file"]
         text = sidecar.caption_text(image)
         expected: dict[str, str] = {}  # "A. B. C.": one sentence per distinct caption, in catalog order
         for cap in row["captions"]:
