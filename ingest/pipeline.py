@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ingest.captions import CaptionBuilder
 from ingest.discover import discover
+from ingest.metadata import join_sentences
 from rag.channels import DENSE, Channel, IndexItem
 from rag.clip_embedding import ClipEmbedding
 from rag.config import Settings
@@ -106,6 +107,7 @@ class Indexer:
         self.report = report
         self.near_duplicate_cosine = near_duplicate_cosine
         self.dense = [c for c in store.channels if c.kind == DENSE]
+        self.has_ocr_channel = any(c.name == "ocr" for c in store.channels)
 
     def _metadata(self, item: _Item, sources: Sequence[str]) -> dict[str, Any]:
         metadata: dict[str, Any] = dict(self.builder.catalog_fields(item.path))
@@ -116,6 +118,13 @@ class Indexer:
             folder=str(item.path.parent.relative_to(root)) if item.path.is_relative_to(root) and root.is_dir() else "",
         )
         return metadata
+
+    def _caption_text(self, caption: Any) -> str:
+        """With an OCR channel, text read inside the image stays in that channel, out of the caption text
+        (unless it is all there is), so caption vectors and caption BM25 describe the picture."""
+        if self.has_ocr_channel and "ocr" in caption.sources and len(caption.sources) > 1:
+            return join_sentences([text for source, text in caption.sources.items() if source != "ocr"])
+        return caption.text
 
     def index_batch(self, batch: list[_Item], pending_before: set[str]) -> None:
         items: list[IndexItem] = []
@@ -131,7 +140,7 @@ class Indexer:
             if is_pending:
                 errors = getattr(caption, "errors", None) or ["VLM caption failed"]
                 self.report.pending.append((str(item.path), "; ".join(errors)))
-            items.append(IndexItem(item.content_hash, str(item.path.resolve()), image, caption.text,
+            items.append(IndexItem(item.content_hash, str(item.path.resolve()), image, self._caption_text(caption),
                                    dict(caption.sources), self._metadata(item, caption.sources)))
             pending.append(is_pending)
         vectors = self._encode(items, pending)
