@@ -24,7 +24,7 @@ from rag.app.index_info import (
 )
 from rag.app.thumbnails import ThumbnailCache, make_thumbnail
 from rag.app.uploads import BadUploadError, UploadLimits, check_upload, new_upload_dir, save_upload
-from rag.app_launcher import run_app, settings_env, streamlit_command
+from mmrag.app_launcher import run_app, settings_env, streamlit_command
 from rag.config import Settings
 from rag.errors import MmragError
 from rag.hashing import bytes_sha256

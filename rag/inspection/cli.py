@@ -138,14 +138,3 @@ def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
         for name, ans in results.items():
             print(_line(name, ans))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m rag.inspection.cli ...` is `mmrag inspect ...` (same flags, same one-line errors)."""
-    from rag.cli import main as mmrag_main
-
-    return mmrag_main(["inspect", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
