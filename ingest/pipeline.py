@@ -157,6 +157,7 @@ def _index_batch(batch: list[_Item], store: CatalogStore, builder: CaptionBuilde
                  text_embedder: Any, root: Path, report: IndexReport, near_duplicate_cosine: float) -> None:
     records: list[CatalogRecord] = []
     images = []
+    batch_paths = {item.content_hash: item.path for item in batch}
     for item in batch:
         try:
             image = load_image(item.path)
@@ -166,12 +167,18 @@ def _index_batch(batch: list[_Item], store: CatalogStore, builder: CaptionBuilde
         caption = builder.build(item.content_hash, item.path, image)
         records.append(_record(item, caption, builder, root, report.clip_model, report.text_model))
         images.append(image)
+    image_vectors = None
+    if clip is not None and records:
+        # One image that fails in CLIP (memory, decoder) is a bad file; the rest of the batch goes on.
+        embedded = clip.embed_images_isolated(images)
+        for i, why in sorted(embedded.errors.items()):
+            report.bad_files.append((str(batch_paths[records[i].id]), why))
+        records = [r for r, v in zip(records, embedded.vectors) if v is not None]
+        image_vectors = [v for v in embedded.vectors if v is not None]
     if not records:
         return
     text_vectors = text_embedder.get_text_embedding_batch([r.caption or " " for r in records])
-    image_vectors = None
-    if clip is not None:
-        image_vectors = clip.get_image_embedding_batch(images)
+    if image_vectors is not None:
         ids = [r.id for r in records]
         report.near_duplicates.extend(_near_duplicates(store, ids, np.asarray(image_vectors), near_duplicate_cosine))
     store.upsert(records, text_vectors, image_vectors)
