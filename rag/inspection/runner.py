@@ -69,8 +69,9 @@ def inspect_image(
 ) -> Answer:
     """Ask the VLM about one image (whole, or tile by tile), returning the aggregated Answer in image pixels.
 
-    A call that yields no usable reply becomes an error Answer (never a verdict); an endpoint that is down
-    raises VLMEndpointError.
+    A call that yields no usable reply (transport failure, truncated or unparseable reply) becomes an error
+    Answer (never a verdict) and is never cached, so the next run asks again; an endpoint that is down raises
+    VLMEndpointError.
     """
     image = _open_rgb(path)
     sha = file_sha256(path)
@@ -81,6 +82,8 @@ def inspect_image(
         crop_key = config.crops if config.crops == "none" else f"{config.crops}#{tile.index}"
         sent, scale = (image, 1.0) if config.crops == "none" else crop_tile(image, tile)
         raw = cache.get(sha, pkey, client.model, crop_key) if cache is not None else None
+        if raw is not None and parse_answer(raw, config.prompt, sent.width, sent.height).error is not None:
+            raw = None  # an unusable reply cached by an older version: ask again
         cached = raw is not None
         if raw is None:
             try:
