@@ -15,7 +15,7 @@ from rag.hashing import bytes_sha256, file_sha256
 from rag.images import BadImageError, load_image
 
 if TYPE_CHECKING:
-    from eval.inspection_scoring import ImageOutcome
+    from rag.inspection.scoring import ImageOutcome
     from rag.inspection.answer_parser import Answer
     from rag.inspection.labels import ImageLabel
     from rag.vlm_client import VLMClient
@@ -60,8 +60,7 @@ class InspectionSet:
 
 def load_inspection_set(path: Path | None = None) -> InspectionSet:
     """Labels from inspection_labels.json and the folder holding their images; MmragError when absent."""
-    from eval.inspection_report import resolve_data_root
-    from rag.inspection.labels import load_labels
+    from rag.inspection.labels import load_labels, resolve_data_root
 
     path = path or labels_path()
     labels = load_labels(path)
@@ -122,7 +121,7 @@ def inspect(
     use_cache: bool = True,
 ) -> InspectionResult:
     """Ask the configured VLM (prompt variant x crop spec); without a usable VLM, run the pixel baseline instead."""
-    from eval.inspection_scoring import score_image
+    from rag.inspection.scoring import score_image
     from rag.inspection.runner import InspectConfig, baseline_answer, inspect_image
 
     config = InspectConfig(prompt=prompt, crops=crops)  # validates both (MmragError)

@@ -122,10 +122,12 @@ def run_vlm(
     return out
 
 
-def baseline_answer(path: Path, template: Path | None = None) -> Answer:
+def baseline_answer(path: Path, template: Path | None = None, template_from: str | None = None) -> Answer:
+    """The pixel baseline's verdict; extra says which method ran and which template (and whence) it used."""
     res = pixel_baseline.analyse(path, template)
     types = tuple(dict.fromkeys(b.label for b in res.boxes))
-    return Answer(res.defective, types, tuple(res.boxes), None, None, None, {"method": res.method, **res.details})
+    used = {"template": str(template), "template_from": template_from or "given"} if template is not None else {}
+    return Answer(res.defective, types, tuple(res.boxes), None, None, None, {"method": res.method, **used, **res.details})
 
 
 def run_baseline(labels: Iterable["ImageLabel"], data_root: Path, progress: bool = True) -> dict[str, Answer]:
@@ -133,5 +135,5 @@ def run_baseline(labels: Iterable["ImageLabel"], data_root: Path, progress: bool
     labels = list(labels)
     for lab in tqdm(labels, desc="pixel baseline", unit="img", disable=not progress, leave=False):
         template = data_root / lab.template_file if lab.template_file else None
-        out[lab.file] = baseline_answer(data_root / lab.file, template)
+        out[lab.file] = baseline_answer(data_root / lab.file, template, "labels" if template else None)
     return out
