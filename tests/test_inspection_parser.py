@@ -49,7 +49,8 @@ def test_slightly_broken_json_is_repaired(text):
         ("The tile looks fine to me.", "no parseable JSON"),
         ('{"answer_is": "yes"}', "no 'defective' field"),
         ('{"defective": "perhaps a little"}', "'defective' is"),
-        ("", "no parseable JSON"),
+        ("", "empty reply"),
+        ("  \n", "empty reply"),
     ],
 )
 def test_unusable_replies_are_errors_not_verdicts(text, reason):

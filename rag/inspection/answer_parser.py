@@ -268,6 +268,8 @@ def _cells(value: Any) -> list[int]:
 
 def parse_structured(text: str, width: int, height: int, allow_uncertain: bool = True) -> Answer:
     """JSON reply -> Answer. Boxes/cells are converted to pixels of the (width x height) image that was sent."""
+    if not (text or "").strip():
+        return error_answer("empty reply", text)
     data, truncated = _extract(text or "")
     if data is None:
         return error_answer(truncated or "malformed reply: no parseable JSON object", text)
