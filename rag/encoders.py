@@ -47,6 +47,24 @@ class Encoders:
             return self._need_clip().get_image_embedding_batch(list(values))
         return self.text.get_text_embedding_batch([v or " " for v in values])
 
+    def index_batch_isolated(self, encoder: str, values: Sequence[Any]) -> tuple[list[Any], dict[int, str]]:
+        """Like index_batch, but an item that fails gets None and a reason (by index); the others still get vectors."""
+        if encoder == "clip":
+            result = self._need_clip().embed_images_isolated(list(values))
+            return list(result.vectors), dict(result.errors)
+        try:
+            return self.index_batch(encoder, values), {}
+        except (ValueError, RuntimeError, MemoryError):
+            vectors: list[Any] = []
+            errors: dict[int, str] = {}
+            for i, value in enumerate(values):
+                try:
+                    vectors.append(self.index_batch(encoder, [value])[0])
+                except (ValueError, RuntimeError, MemoryError) as exc:
+                    vectors.append(None)
+                    errors[i] = f"{encoder} embedding failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+            return vectors, errors
+
     def query(self, encoder: str, value: Any) -> list[float] | None:
         """A query-side vector: for "clip" a Path (image) or text, for "text" text only (None otherwise)."""
         if value is None:

@@ -552,7 +552,7 @@ def _markdown(at) -> list[str]:
 
 
 def test_inspection_without_vlm_shows_the_pixel_baseline_against_gold(inspection_env) -> None:
-    from eval.inspection_scoring import score_image
+    from rag.inspection.scoring import score_image
     from rag.app.inspection_support import answer_text
     from rag.inspection.runner import baseline_answer
 
