@@ -81,17 +81,12 @@ class Context:
         return path
 
 
-def store_counts(settings: Any, text_dim: int, image_dim: int | None = None) -> tuple[set[str], int]:
-    """(distinct caption ids, caption rows) in the store: rows beyond the ids are duplicates."""
+def store_counts(settings: Any, text_dim: int = 0, image_dim: int | None = None) -> tuple[set[str], int]:
+    """(distinct ids, rows) in the catalog: rows beyond the ids are duplicates."""
     from rag.store import CatalogStore
 
-    store = CatalogStore(settings, image_dim=image_dim, text_dim=text_dim, create=False)
-    try:
-        ids = store.caption_ids()
-        rows = store.client.query(settings.caption_collection, filter="", output_fields=["count(*)"])[0]["count(*)"]
-        return ids, int(rows)
-    finally:
-        store.close()
+    with CatalogStore.open(settings) as store:
+        return store.ids(), store.count()
 
 
 # ----------------------------------------------------------------------------------- thin images
@@ -294,6 +289,137 @@ def vlm_endpoint_down(ctx: Context) -> list[Row]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return [vlm_case(ctx, "endpoint_down", None, ("unreachable",), base_url=f"http://127.0.0.1:{port}/v1")]
+
+
+# ------------------------------------------------------------------------------------------- store
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MMRAG_URI": "", "MMRAG_FUSION_WEIGHTS": ""}
+    return subprocess.run([sys.executable, "-m", "mmrag.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def _one_clear_line(stderr: str, *words: str) -> bool:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return len(lines) == 1 and "Traceback" not in stderr and all(w in stderr for w in words)
+
+
+@case("kill_loop")
+def kill_loop(ctx: Context, kills: int = 6) -> list[Row]:
+    """`mmrag index` SIGKILLed at staggered points, `kills` times, then run to the end: every image exactly once."""
+    import random
+    import signal
+
+    folder = ctx.folder("kill/images")
+    catalog = REPO / "examples" / "catalog" / "images"
+    for path in sorted(catalog.glob("*.jpg")):
+        shutil.copy(path, folder / path.name)
+    n = len(list(folder.iterdir()))
+    data = ctx.root / "kill" / "data"
+    args = [sys.executable, "-m", "mmrag.cli", "index", str(folder), "--clip-model", "none", "--batch-size", "2",
+            "--quiet", "--data-dir", str(data)]
+    rng = random.Random(7)
+    row = Row("index killed (SIGKILL) mid-run, then resumed", tried=kills + 1)
+    for _ in range(kills):
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        time.sleep(rng.uniform(8, 20))  # model load takes ~5-10 s here: some kills land before, most during writing
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = _cli(*args[3:])
+    if final.returncode != 0:
+        row.crashes += 1
+        row.note = final.stderr.strip()[-120:]
+    from rag.config import Settings
+
+    ids, rows = store_counts(Settings(data_dir=data, clip_model=None))
+    row.lost_rows, row.duplicate_rows = n - len(ids), rows - len(ids)
+    return [row]
+
+
+@case("odd_queries")
+def odd_queries(ctx: Context) -> list[Row]:
+    """Filter values and weights a hostile user types, in every mode and both fusion strategies."""
+    from rag.config import Settings
+    from rag.errors import MmragError
+    from rag.search import SearchEngine
+
+    data = ctx.root / "odd" / "data"
+    catalog = REPO / "examples" / "catalog"
+    from ingest.pipeline import index_folder
+
+    settings = Settings(data_dir=data, clip_model=None)
+    index_folder(catalog / "images", settings, metadata=catalog / "metadata.jsonl", show_progress=False,
+                 text_embedder=ctx.text_embedder)
+    values = ['C:\\dir', "trailing\\", "a\nb", "日本", 'x" or coco_split != "', "[x] (y) {z}", "it's", "", " "]
+    typed = [("coco_image_id", "nan"), ("coco_image_id", "1e999"), ("categories_known", "maybe"), ("nope", "1")]
+    weights = [{"caption": float("nan")}, {"bm25": float("inf")}, {"caption": -1.0}, {"caption": 0.0, "bm25": 0.0, "ocr": 0.0},
+               {"colour": 1.0}]
+    filters_row = Row("odd filter values (every mode, both fusions)", tried=0)
+    weights_row = Row("odd fusion weights", tried=0)
+    with SearchEngine.open(settings, text_embedder=ctx.text_embedder) as engine:
+        for value in values:
+            for mode, fusion in [("caption", None), ("bm25", None), ("hybrid", "client"), ("hybrid", "native")]:
+                filters_row.tried += 1
+                try:
+                    got = engine.search("a cat", mode=mode, fusion=fusion, filters={"coco_split": value})
+                    filters_row.unclear_errors += int(bool(got.results))  # no row holds these values
+                except MmragError:
+                    filters_row.unclear_errors += 1  # a literal value must match (nothing), not be refused
+                except Exception as exc:  # noqa: BLE001
+                    filters_row.crashes += 1
+                    filters_row.note = f"{type(exc).__name__}: {exc}"[:120]
+        for key, value in typed:
+            filters_row.tried += 1
+            try:
+                engine.search("a cat", filters={key: value})
+                filters_row.unclear_errors += 1  # must be refused
+            except MmragError as exc:
+                filters_row.unclear_errors += int(key not in str(exc))
+            except Exception as exc:  # noqa: BLE001
+                filters_row.crashes += 1
+        for w in weights:
+            weights_row.tried += 1
+            try:
+                engine.search("a cat", weights=w)
+                weights_row.unclear_errors += 1
+            except MmragError as exc:
+                weights_row.unclear_errors += int("weight" not in str(exc) and "channel" not in str(exc))
+            except Exception as exc:  # noqa: BLE001
+                weights_row.crashes += 1
+                weights_row.note = f"{type(exc).__name__}: {exc}"[:120]
+    return [filters_row, weights_row]
+
+
+@case("store_unreachable")
+def store_unreachable(ctx: Context) -> list[Row]:
+    """A Milvus URI nobody answers, and an embedded folder held by another process: one line each."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    row = Row("Milvus unreachable / embedded store held", tried=2)
+    down = _cli("search", "x", "--uri", f"http://127.0.0.1:{port}", "--clip-model", "none")
+    row.unclear_errors += int(not (down.returncode == 2 and _one_clear_line(down.stderr, f"127.0.0.1:{port}")))
+    from rag.config import Settings
+    from rag.store import CatalogStore
+
+    data = ctx.root / "held" / "data"
+    settings = Settings(data_dir=data, clip_model=None)
+    CatalogStore.open(settings, create=True, dims={"text": 384}, models={"text_model": "all-MiniLM-L6-v2"}).close()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rag.config import Settings; "
+                               "from rag.store import CatalogStore; from pathlib import Path; "
+                               "s = CatalogStore.open(Settings(data_dir=Path(sys.argv[1]), clip_model=None)); "
+                               "print('held', flush=True); time.sleep(60)", str(data)],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        held = _cli("search", "x", "--data-dir", str(data))
+        row.unclear_errors += int(not (held.returncode == 2 and _one_clear_line(held.stderr, "in use by another process")))
+    finally:
+        holder.kill()
+        holder.wait()
+    return [row]
 
 
 # ------------------------------------------------------------------------------------------- main

@@ -95,6 +95,7 @@ class ClipEmbedding(MultiModalEmbedding):
         source = str(local) if local.exists() else model_id
         previous = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the torchvision-less PIL image-processor fallback warns on every load
+        hf_logging.disable_progress_bar()  # per-load "Loading weights" bars; our own progress is tqdm
         try:
             model, processor = _load_pretrained(source)
             model = model.to(device).eval()

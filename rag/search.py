@@ -147,13 +147,12 @@ class SearchEngine:
         timings: dict[str, float] = {}
         names = self.channel_names if mode == HYBRID else [mode]
         if mode == HYBRID:
+            check_weights(weights, names)
             names = [n for n in names if weights.get(n, 1.0) > 0]
         inputs = self._inputs([self.store.channel(n) for n in names], parts, timings)
         names = [n for n in names if n in inputs]
         if not names:
             raise MmragError(self._nothing_to_search(mode, image))
-        if mode == HYBRID:
-            check_weights(weights, names)
         query = SearchQuery(query_str=" ".join(p.text for p in parts if p.text and not p.negative),
                             inputs=inputs, top_k=max(k, CANDIDATES_PER_CHANNEL),
                             filter=self.store.filter(filters, [own_id] if own_id else []), timings_ms=timings)
