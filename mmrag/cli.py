@@ -250,6 +250,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_milvus_loggers() -> None:
+    """pymilvus and Milvus Lite log their own tracebacks (a dead server, a held folder); we print one line instead.
+
+    pymilvus configures its loggers when imported, so it is imported first and its loggers are set after.
+    """
+    import pymilvus  # noqa: F401
+
+    for name in list(logging.root.manager.loggerDict) + ["pymilvus", "milvus_lite"]:
+        if name.split(".")[0] in ("pymilvus", "milvus_lite"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) < 600 else text[:600] + "…"
@@ -258,8 +270,12 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # for the tokenizers library, before it loads
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs tracebacks itself; we print one line
+    # gRPC's C core prints keepalive notes ("too_many_pings") from Milvus Lite during long OCR/VLM runs; real
+    # failures still surface as exceptions and one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     args = build_parser(argv).parse_args(argv)
+    if not args.debug:
+        _quiet_milvus_loggers()
     try:
         return int(args.func(args) or 0)
     except MmragError as exc:

@@ -191,10 +191,13 @@ class SearchEngine:
     def _weights(self, weights: dict[str, float] | None) -> dict[str, float]:
         """Settings' weights overridden per call; per-call names must be channels of this index."""
         known = [c.name for c in self.store.channels]
-        bad = sorted(set(weights or {}) - set(known))
+        merged = {**self.settings.fusion_weights, **(weights or {})}
+        # Settings may weigh a declared channel this index lacks (clip on a caption-side index); a name that is
+        # no channel at all, or a per-call name this index lacks, is a typo worth one line.
+        declared_names = {c.name for c in declared()}
+        bad = sorted((set(weights or {}) - set(known)) | (set(merged) - declared_names))
         if bad:
             raise MmragError(f"unknown channel {', '.join(bad)} in weights: this index has {', '.join(known)}")
-        merged = {**self.settings.fusion_weights, **(weights or {})}
         check_weights(merged, [])
         return {name: merged.get(name, 1.0) for name in known}
 

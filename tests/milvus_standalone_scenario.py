@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from rag.dev.milvus_standalone import die_with_parent, isolation_problem  # noqa: E402
 
-CLI_MODULE = "rag.cli"  # the mmrag entry point; one place to change if the CLI moves (e.g. mmrag.cli)
+CLI_MODULE = "mmrag.cli"  # the mmrag entry point; one place to change if the CLI moves (e.g. mmrag.cli)
 PREFIX = "mmsa"
 PORT = 19530  # the namespace is ours alone: the default port is free
 
