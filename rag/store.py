@@ -193,9 +193,6 @@ class CatalogStore:
             self._create(dims, channels, models, expected_rows)
         else:
             self._adopt(dims)
-        if self.info is not None and not self.caps.bm25_function and any(c.kind == BM25 for c in self.channels):
-            log.warning("%s has no BM25 function: BM25 channels are scored in this process (texts read once at first "
-                        "use); Milvus 2.5+ or Milvus Lite score them in the server", self.caps.label)
 
     def _adopt(self, dims: dict[str, int]) -> None:
         assert self.info is not None
@@ -455,6 +452,9 @@ class CatalogStore:
         """BM25 where the server has no BM25 function: the texts are read once, then scored in this process."""
         index = self._bm25.get(channel.name)
         if index is None:
+            if not self._bm25:
+                log.warning("%s has no BM25 function: BM25 channels are scored in this process (texts read once); "
+                            "Milvus 2.5+ or Milvus Lite score them in the server", self.caps.label)
             with self._milvus("reading texts for client-side BM25"):
                 rows = list(self._scan(self.collection_of(channel), [ID, channel.text_field]))
             index = self._bm25[channel.name] = BM25Index([r[ID] for r in rows], [r[channel.text_field] for r in rows])

@@ -114,7 +114,8 @@ def client():
 
 
 def our_collections(c) -> list[str]:
-    return sorted(n for n in c.list_collections() if n == PREFIX or n.startswith(PREFIX + "_"))
+    # image collections only: mmrag's small `{prefix}_info` collection holds the schema record, not images
+    return sorted(n for n in c.list_collections() if (n == PREFIX or n.startswith(PREFIX + "_")) and n != PREFIX + "_info")
 
 
 def row_counts(c) -> dict[str, int]:
@@ -130,8 +131,11 @@ def image_rows(c) -> dict[str, dict]:
     """Per collection: how often each primary key and each image path occurs (rows without a path are skipped)."""
     out = {}
     for name in our_collections(c):
+        fields = c.describe_collection(name)["fields"]
+        if not any(f["name"] == "path" for f in fields):
+            continue  # the store's small info collection holds no images
         c.load_collection(name)
-        pk = next(f["name"] for f in c.describe_collection(name)["fields"] if f.get("is_primary"))
+        pk = next(f["name"] for f in fields if f.get("is_primary"))
         it = c.query_iterator(name, batch_size=500, filter="", output_fields=[pk, "path"], consistency_level="Strong")
         ids, paths = collections.Counter(), collections.Counter()
         while batch := it.next():
