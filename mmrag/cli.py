@@ -180,10 +180,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.mode} search for {args.query or args.image!s}: {len(response.results)} result(s) "
           f"in {response.timings_ms.get('total', 0):.0f} ms")
+    print_results(response, str(args.query or args.image))
+    return 0
+
+
+def match_line(response: Any, label: str) -> str | None:
+    """The one line that says a query found nothing good (rag/match.py); None when the match is good or unknown."""
+    if response.match == "none":
+        return f"no good match for {label!r}: the nearest results are shown below"
+    if response.match == "weak":
+        return f"only weak matches for {label!r}: check the results below"
+    return None
+
+
+def print_results(response: Any, label: str) -> None:
+    line = match_line(response, label)
+    if line:
+        print(line)
     for r in response.results:
         ranks = " ".join(f"{name}={rank if rank is not None else '-'}" for name, rank in r.ranks.items())
-        print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]  {r.path}\n      {r.caption[:110]}")
-    return 0
+        match = f"  ({r.match})" if r.match else ""
+        print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]{match}  {r.path}\n      {r.caption[:110]}")
 
 
 def _batch_search(engine: Any, args: argparse.Namespace, filters: dict[str, str]) -> int:
