@@ -4,6 +4,7 @@ Each POST /v1/chat/completions is answered by the next scripted reply, or by a c
 `responder(request) -> reply`. A reply is one of:
   * str                       -> 200 with that assistant text
   * Reply(...)                -> full control: status, text, delay, raw body, headers
+A request with "stream": true gets the text as server-sent events (one chunk per word, `chunk_delay_s` apart).
   * an Exception instance     -> raised inside the handler (-> 500)
 
 Every request is recorded (path, headers, parsed JSON body, decoded image bytes) in `server.requests`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -35,6 +37,7 @@ class Reply:
     delay_s: float = 0.0
     body: bytes | str | None = None  # raw body: overrides the generated completion JSON
     headers: dict[str, str] = field(default_factory=dict)
+    chunk_delay_s: float = 0.0  # streamed replies: pause before each chunk
 
 
 @dataclass
@@ -88,6 +91,22 @@ class RecordedRequest:
 
 
 Responder = Callable[[RecordedRequest], "Reply | str | BaseException"]
+
+
+def stream_chunks(text: str | None, model: str | None) -> list[bytes]:
+    """The text as OpenAI chat.completion.chunk events (one per word, spaces kept), then [DONE]."""
+    words = re.findall(r"\S+\s*|\s+", text or "")
+    events = []
+    for i, word in enumerate([""] + words):
+        delta = {"role": "assistant", "content": ""} if i == 0 else {"content": word}
+        chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": model or "fake", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        events.append(f"data: {json.dumps(chunk)}\n\n".encode())
+    done = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model or "fake",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    events.append(f"data: {json.dumps(done)}\n\n".encode())
+    events.append(b"data: [DONE]\n\n")
+    return events
 
 
 def completion_body(text: str | None, model: str | None) -> bytes:
@@ -150,6 +169,23 @@ class FakeVLMServer:
                 except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout test)
                     pass
 
+            def _stream(self, events: list[bytes], delay_s: float) -> None:
+                """Server-sent events, then close the connection (no Content-Length)."""
+                self.close_connection = True
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for event in events:
+                        if delay_s:
+                            time.sleep(delay_s)
+                        self.wfile.write(event)
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout test)
+                    pass
+
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/").endswith("/models"):
                     data = [{"id": m, "object": "model", "owned_by": "fake"} for m in server.models]
@@ -182,6 +218,9 @@ class FakeVLMServer:
                     reply = Reply(text=reply)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.body is None and reply.status < 400 and (req.body or {}).get("stream"):
+                    self._stream(stream_chunks(reply.text, req.model), reply.chunk_delay_s)
+                    return
                 if reply.body is not None:
                     payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
                 elif reply.status >= 400:

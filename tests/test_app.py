@@ -24,7 +24,7 @@ from rag.app.index_info import (
 )
 from rag.app.thumbnails import ThumbnailCache, make_thumbnail
 from rag.app.uploads import BadUploadError, UploadLimits, check_upload, new_upload_dir, save_upload
-from rag.app_launcher import run_app, settings_env, streamlit_command
+from mmrag.app_launcher import run_app, settings_env, streamlit_command
 from rag.config import Settings
 from rag.errors import MmragError
 from rag.hashing import bytes_sha256
@@ -423,17 +423,10 @@ def test_filter_restricts_results(app_index, engine, open_calls) -> None:
     at.selectbox(key=f"filter_{key}").set_value(value)
     at.chat_input(key="chat").set_value("a bird or a boat").run()
     turn = _last_turn(at)
-<<<<<<< HEAD
-    n_open = sum(row["source"] == "openimages_roboflow5" for row in app_index["rows"])
-    assert turn.filters == {"source": "openimages_roboflow5"} and turn.error is None
-    assert len(turn.results) == n_open  # k=10 > the two Open Images rows: all of them, nothing else
-    stored = engine.records([c.id for c in turn.results])
-    assert all(stored[c.id]["source"] == "openimages_roboflow5" for c in turn.results)
-=======
     assert turn.filters == {key: value} and turn.error is None
     assert len(turn.results) == min(10, n_value)  # k=10: every matching row up to k (CLIP ranks them all), nothing else
-    assert all(engine.catalog[c.id].metadata[key] == value for c in turn.results)
->>>>>>> issue12
+    stored = engine.records([c.id for c in turn.results])
+    assert all(stored[c.id][key] == value for c in turn.results)
 
     # a typed filter on an unknown field: the engine's one-line error replaces the results
     at.selectbox(key=f"filter_{key}").set_value(ANY)
