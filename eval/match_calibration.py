@@ -188,24 +188,51 @@ def calibrate(engine: Any, gold: GoldSet, absent: Sequence[AbsentQuery], *, chan
     }
 
 
-def thresholds_document(doc: dict[str, Any], text_model: str, catalog: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The committed rag/match_thresholds.json: fold 1's thresholds for this text model (other models kept)."""
+def thresholds_document(doc: dict[str, Any], text_model: str, catalog: str, previous: dict[str, Any] | None = None,
+                        clip_model: str | None = None) -> dict[str, Any]:
+    """The committed rag/match_thresholds.json with fold 1's thresholds (other models' entries kept).
+
+    Without CLIP: under text_models[text_model]. With CLIP: under clip_models[clip_model], for that text model (the
+    joint fit covers clip, caption and bm25 together; the text-only entry is left as it was)."""
     out = previous or {}
-    out.setdefault("clip_models", {})
     out["description"] = ("Per-channel 'no good match' thresholds read by rag/match.py through Settings.match_thresholds "
                           "(MMRAG_MATCH_THRESHOLDS). Written by `python -m eval.match_calibration --write`; never edit by "
                           "hand. caption: cosine; bm25: score / (query terms x ln(1 + (N - 0.5) / 1.5)); clip: cosine "
-                          "(no thresholds until real CLIP weights are calibrated).")
+                          "(no thresholds until real CLIP weights are calibrated). 'channels' were fitted together (hybrid), "
+                          "'alone' per channel on its own runs.")
     fold = doc["folds"][0]
-    out.setdefault("text_models", {})[text_model] = {
-        "channels": {c: {k: round(v, 5) for k, v in t.items()} for c, t in fold["thresholds"].items()},
-        "alone": {c: {k: round(v, 5) for k, v in t.items()} for c, t in fold["alone"].items()},
-        "fit": {"catalog": catalog, "seed": doc["seed"], "forms": doc["forms"], "k": doc["k"],
+
+    def pick(group: str, keep: Any) -> dict[str, Any]:
+        return {c: {k: round(v, 5) for k, v in t.items()} for c, t in fold[group].items() if keep(c)}
+
+    fit_info = {"catalog": catalog, "seed": doc["seed"], "forms": doc["forms"], "k": doc["k"],
                 "cost_false_none": doc["cost_false_none"], "fit_ids": len(doc["split"]["fit"]),
+                "with_clip": clip_model,
                 "held_out": {m: {g: {"none": r["held_out"][g]["none"], "n": r["held_out"][g]["n"]}
-                                 for g in ("absent", "present")} for m, r in fold["modes"].items()}},
-    }
+                                 for g in ("absent", "present")} for m, r in fold["modes"].items()}}
+    out.setdefault("text_models", {})
+    out.setdefault("clip_models", {})
+    if clip_model:
+        out["clip_models"][clip_model] = {"text_model": text_model, "channels": pick("thresholds", lambda c: True),
+                                          "alone": pick("alone", lambda c: c == "clip"), "fit": fit_info}
+    else:
+        out["text_models"][text_model] = {"channels": pick("thresholds", lambda c: True),
+                                          "alone": pick("alone", lambda c: True), "fit": fit_info}
     return out
+
+
+def compare_shipped(doc: dict[str, Any], path: Path, text_model: str) -> None:
+    """Record on doc whether the thresholds file at path holds this fold-1 fit for text_model."""
+    from rag.match import MatchJudge
+
+    shipped = MatchJudge.load(path, text_model=text_model, clip_model=None)
+    fitted = doc["folds"][0]["thresholds"]
+    doc["shipped_same"] = set(shipped.thresholds) == set(fitted) and all(
+        abs(getattr(shipped.thresholds[c], k) - v) < 1e-4 for c, t in fitted.items() for k, v in t.items())
+    try:
+        doc["shipped_file"] = str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        doc["shipped_file"] = str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gold", type=Path, default=ROOT / "gold_queries.json")
     parser.add_argument("--absent", type=Path, default=DEFAULT_ABSENT)
     parser.add_argument("--text-model", default=DEFAULT_TEXT_MODEL)
+    parser.add_argument("--clip-model", default=None,
+                        help="real CLIP weights (hub id or folder) to calibrate the clip channel too; default: none")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--work", type=Path, default=ROOT / "eval/reports/retrieval/_work", help="work indexes")
     parser.add_argument("--write", type=Path, nargs="?", const=DEFAULT_MATCH_THRESHOLDS, default=None,
@@ -232,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         gold = load_gold(args.gold, catalog_files=catalog_files_of(catalog_dir))
         absent = load_absent(args.absent)
         set_threads(1)
-        spec = IndexSpec(args.text_model, None, "catalog")
+        spec = IndexSpec(args.text_model, args.clip_model, "catalog")
         engine, _ = default_engine_factory(spec, work_settings(Settings.from_env(), spec, args.work), catalog, True)
         with engine:
             doc = calibrate(engine, gold, absent, seed=args.seed, show_progress=True)
@@ -240,20 +269,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     doc["text_model"] = args.text_model
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    from eval.match_report import no_match_markdown
-
-    print(no_match_markdown(doc))
     if args.write:
         previous = json.loads(args.write.read_text(encoding="utf-8")) if args.write.is_file() else None
         try:
             shown = str(catalog_dir.relative_to(ROOT.parent))
         except ValueError:
             shown = catalog_dir.name
-        args.write.write_text(json.dumps(thresholds_document(doc, args.text_model, shown, previous), indent=1) + "\n",
-                              encoding="utf-8")
+        written = thresholds_document(doc, args.text_model, shown, previous, clip_model=args.clip_model)
+        args.write.write_text(json.dumps(written, indent=1) + "\n", encoding="utf-8")
         print(f"thresholds: {args.write}")
+    from eval.match_report import no_match_markdown
+
+    compare_shipped(doc, args.write or DEFAULT_MATCH_THRESHOLDS, args.text_model)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
+    text = no_match_markdown(doc)
+    args.out.with_suffix(".md").write_text(f"# No-match detection (held-out split), text model {args.text_model}\n\n"
+                                           f"Written by `python -m eval.match_calibration`.\n\n{text}", encoding="utf-8")
+    print(text)
     return 0
 
 

@@ -22,6 +22,24 @@ def _thresholds(fold: dict[str, Any]) -> str:
     return "; ".join(parts) or "no channel votes"
 
 
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["n"] > 0 and b["n"] > 0 and a["none_ci95"][0] <= b["none_ci95"][1] and b["none_ci95"][0] <= a["none_ci95"][1]
+
+
+def _comparisons(modes: dict[str, Any]) -> list[str]:
+    """Fold 1: each single channel against hybrid, on both shares, said to be within noise or not."""
+    out = []
+    hybrid = modes.get("hybrid", {}).get("held_out")
+    for mode, row in modes.items():
+        if mode == "hybrid" or not hybrid or not row["channels"]:
+            continue
+        for group, what in (("absent", "absent→none"), ("present", "present→none")):
+            a, b = hybrid[group], row["held_out"][group]
+            verdict = "within noise" if _overlap(a, b) else "outside noise"
+            out.append(f"Fold 1 {what}, hybrid {a['none']}/{a['n']} vs {mode} alone {b['none']}/{b['n']}: {verdict}.")
+    return out
+
+
 def no_match_markdown(doc: dict[str, Any]) -> str:
     """Held-out table (both folds, every mode), the fitted thresholds and a noise note."""
     if not doc or not doc.get("folds"):
@@ -66,6 +84,6 @@ def no_match_markdown(doc: dict[str, Any]) -> str:
              "fitted with real weights.")
     L.append(f"- Noise: the two forms of one query are not independent, so the intervals are if anything too narrow; "
              f"with {first['absent']['n']} absent and {first['present']['n']} present held-out queries, differences "
-             "between folds or modes that stay inside the intervals are within noise.")
+             "whose intervals overlap are within noise. " + " ".join(_comparisons(doc["folds"][0]["modes"])))
     L.append("")
     return "\n".join(L)

@@ -565,18 +565,13 @@ def no_match_table(engine: Any, spec: IndexSpec, gold: GoldSet, opts: EvalOption
     """The no-match calibration on the base index (fit on one seeded half, held-out numbers on the other), and
     whether the shipped thresholds file holds the same fit."""
     from eval.absent import DEFAULT_ABSENT, load_absent
-    from eval.match_calibration import calibrate
-    from rag.match import MatchJudge
+    from eval.match_calibration import calibrate, compare_shipped
 
     path = opts.absent or DEFAULT_ABSENT
     if not Path(path).is_file() or not {"caption", "bm25", "clip"} & set(getattr(engine, "channel_names", [])):
         return None
     doc = calibrate(engine, gold, load_absent(path), show_progress=opts.show_progress)
-    shipped = MatchJudge.load(settings.match_thresholds, text_model=spec.text_model, clip_model=None)
-    fitted = doc["folds"][0]["thresholds"]
-    doc["shipped_same"] = set(shipped.thresholds) == set(fitted) and all(
-        abs(getattr(shipped.thresholds[c], k) - v) < 1e-4 for c, t in fitted.items() for k, v in t.items())
-    doc["shipped_file"] = str(settings.match_thresholds)
+    compare_shipped(doc, settings.match_thresholds, spec.text_model)
     return doc
 
 

@@ -8,7 +8,8 @@ channel's own score, which is comparable across queries once normalised:
   ln(1 + (N - 0.5) / 1.5). The raw score grows with the number of query terms and with log N; the quotient is
   about the mean share of "rare-word evidence" per query term (0 = no term found, ~1 = every term is a word
   that occurs once in the catalog, found in a caption of typical length);
-- clip: the image-text cosine, once thresholds for real CLIP weights exist (none are fitted yet).
+- clip: the image-text cosine, once thresholds for real CLIP weights exist (none are fitted yet; they go under
+  `clip_models[<clip model>]` with the text model they were fitted with).
 
 Per channel a threshold file gives `none_below` and `good_above`, fitted on the gold queries plus queries for
 things the catalog does not hold (`python -m eval.match_calibration`): one set fitted with the channels together
@@ -96,7 +97,9 @@ class MatchJudge:
             doc = json.loads(path.read_text(encoding="utf-8"))
             entry = doc.get("text_models", {}).get(text_model) or {}
             clip = doc.get("clip_models", {}).get(clip_model or "") or {}
-            joint = {**_read(entry.get("channels")), **_read(clip.get("channels"))}
+            if clip.get("text_model") != text_model:  # a CLIP fit holds only for the text model it was made with
+                clip = {}
+            joint = _read(clip.get("channels")) or _read(entry.get("channels"))  # CLIP loaded: the 3-channel fit
             alone = {**_read(entry.get("alone")), **_read(clip.get("alone"))}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MmragError(f"bad match thresholds file {path}: {type(exc).__name__}: {exc}") from None
