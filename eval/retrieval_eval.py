@@ -29,11 +29,11 @@ from rag.errors import MmragError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
-ALL_MODES = ("clip", "caption", "bm25", "hybrid", "hybrid+rerank")
+ALL_MODES = ("clip", "caption", "bm25", "hybrid", "hybrid+rerank")  # ("ocr" runs in the OCR-channel table)
 SINGLE_RETRIEVERS = ("clip", "caption", "bm25")
 FORMS = ("short", "descriptive")
 PRIMARY_FORM = "descriptive"
-CAPTION_SOURCES = ("catalog", "ocr", "vlm")
+CAPTION_SOURCES = ("catalog", "catalog+ocr", "ocr", "vlm")
 DEFAULT_CLIP_MODELS = (DEFAULT_CLIP_MODEL, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
 DEFAULT_TEXT_MODELS = (DEFAULT_TEXT_MODEL, "multilingual-e5-small")
 K_FETCH = 50  # results fetched per query; metrics use the first 10 *judged* ones
@@ -55,13 +55,15 @@ class IndexSpec:
 
     text_model: str = DEFAULT_TEXT_MODEL
     clip_model: str | None = None
-    caption_source: str = "catalog"  # catalog (metadata sidecar) | ocr (OCR text only) | vlm (VLM captions)
+    # catalog (metadata sidecar) | catalog+ocr (sidecar captions, OCR text in its own channel) | ocr (OCR text only)
+    # | vlm (VLM captions)
+    caption_source: str = "catalog"
 
     def slug(self) -> str:
         def s(x: str | None) -> str:
             return re.sub(r"[^A-Za-z0-9]+", "-", Path(x).name if x and Path(x).exists() else (x or "noclip")).strip("-").lower()
 
-        return f"{s(self.text_model)}__{s(self.clip_model)}__{self.caption_source}"
+        return f"{s(self.text_model)}__{s(self.clip_model)}__{self.caption_source.replace('+', '-')}"
 
 
 @dataclass(frozen=True)
@@ -383,8 +385,8 @@ def default_engine_factory(spec: IndexSpec, settings: Settings, catalog: Catalog
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clip, text = shared_clip(spec.clip_model), shared_text_embedder(spec.text_model)
-    metadata = catalog.metadata_path if spec.caption_source == "catalog" else None
-    report = index_folder(catalog.images_dir, settings, metadata=metadata, ocr=spec.caption_source == "ocr",
+    metadata = catalog.metadata_path if spec.caption_source in ("catalog", "catalog+ocr") else None
+    report = index_folder(catalog.images_dir, settings, metadata=metadata, ocr=spec.caption_source in ("ocr", "catalog+ocr"),
                           vlm_captions=spec.caption_source == "vlm", show_progress=show_progress, clip=clip, text_embedder=text)
     info = {"indexed": report.indexed, "already_indexed": report.already_indexed, "bad_files": len(report.bad_files),
             "total_in_store": report.total_in_store, "index_seconds": round(report.seconds, 1)}
@@ -435,6 +437,12 @@ def plan(opts: EvalOptions, clip_status: dict[str, str], vlm_ready: bool) -> dic
     for src in opts.caption_sources:
         for m in ("caption", "bm25", "hybrid"):
             add("caption_sources", f"{src} / {m}", RunConfig(IndexSpec(base_text, base_clip, src), m))
+    if "catalog+ocr" in opts.caption_sources:  # the OCR channel: text inside images, in its own BM25 field
+        ocr_spec = IndexSpec(base_text, base_clip, "catalog+ocr")
+        add("ocr_channel", "catalog captions, no OCR / hybrid", RunConfig(base, "hybrid"))
+        add("ocr_channel", "catalog+ocr / hybrid, OCR channel weight 0", RunConfig(ocr_spec, "hybrid", weights=(("ocr", 0.0),)))
+        add("ocr_channel", "catalog+ocr / hybrid with the OCR channel", RunConfig(ocr_spec, "hybrid"))
+        add("ocr_channel", "catalog+ocr / OCR channel alone", RunConfig(ocr_spec, "ocr"))
     add("rerank", "hybrid (rerank off)", RunConfig(base, "hybrid"))
     add("rerank", "hybrid + CLIP rerank", RunConfig(base, "hybrid+rerank"))
     if opts.rerank_vlm and vlm_ready:

@@ -511,6 +511,16 @@ def render_markdown(doc: dict[str, Any], gold: GoldSet, catalog: Catalog, images
             + "; ".join(f"{src}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for src, c in sorted(counts.items())) + ".\n")
     if "sources" in images:
         add(f"![caption sources]({images['sources']})\n")
+    if doc["tables"].get("ocr_channel"):
+        add("### OCR text as its own channel\n")
+        add("`catalog+ocr` indexes the sidecar captions as caption text and the text rapidocr reads inside each image "
+            "in the separate `ocr` BM25 channel (it is kept out of the caption text). Weight 0 switches the channel off "
+            "on the same index.\n")
+        add(results_table(doc, "ocr_channel", first_col="index / configuration") + "\n")
+        ocr_keys = [(r["label"].split(" / ", 1)[-1], r["key"]) for r in doc["tables"]["ocr_channel"] if r["status"] == "ok"]
+        if ocr_keys:
+            add("Per query tag (nDCG@10; `text-in-image` are the queries that ask for text inside the image):\n")
+            add(tag_table(doc, gold, ocr_keys) + "\n")
     add("## 6. Reranking on/off\n")
     add("Rerank = re-score the fused top-20 by CLIP image–text cosine (and, with `--rerank-vlm`, a VLM yes/no judgement "
         "of the top 5).\n")

@@ -319,12 +319,18 @@ def _print_ask(asker: Any, turn: Any, conversation: Any, llm: Any) -> bool:
 
 
 # ---------------------------------------------------------------- inspect / eval / app (their own modules)
-def _delegate(sub: Any, name: str, help_text: str, module: str, add: str, run: str) -> None:
+def _delegate(sub: Any, name: str, help_text: str, module: str, add: str, run: str, load: bool) -> None:
+    """A subcommand that lives in its own module, imported only when that subcommand runs (imports cost CPU)."""
     p = sub.add_parser(name, help=help_text)
+    runner: Callable[..., int]
     try:
+        if not load:
+            raise LookupError  # another subcommand runs: skip this module's import
         mod = __import__(module, fromlist=[add, run])
         getattr(mod, add)(p)
-        runner: Callable[..., int] = getattr(mod, run)
+        runner = getattr(mod, run)
+    except LookupError:
+        runner = _unloaded
     except ImportError as exc:  # keep the rest of the CLI usable if an optional part cannot import
         message = f"`mmrag {name}` is unavailable: {exc}"
 
@@ -335,17 +341,38 @@ def _delegate(sub: Any, name: str, help_text: str, module: str, add: str, run: s
     p.set_defaults(func=lambda args: runner(args, settings_from_args(args)))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _unloaded(args: argparse.Namespace, settings: Settings) -> int:
+    raise MmragError("internal: subcommand module not loaded")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """All subcommands; the modules of inspect/eval/app are imported only for the one named in argv."""
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="mmrag", description="Hybrid multimodal retrieval and VLM inspection over Milvus.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_index(sub)
     _add_search(sub)
     _add_ask(sub)
     _delegate(sub, "inspect", "ask a VLM about defects in images and score it (plus a pixel baseline)",
-              "rag.inspection.cli", "add_inspect_arguments", "run_inspect")
-    _delegate(sub, "eval", "retrieval eval: gold queries, ablations, plots, report", "eval.cli", "add_eval_arguments", "run_eval")
-    _delegate(sub, "app", "start the Streamlit app on 127.0.0.1", "mmrag.app_launcher", "add_app_arguments", "run_app")
+              "rag.inspection.cli", "add_inspect_arguments", "run_inspect", command == "inspect")
+    _delegate(sub, "eval", "retrieval eval: gold queries, ablations, plots, report", "eval.cli", "add_eval_arguments",
+              "run_eval", command == "eval")
+    _delegate(sub, "app", "start the Streamlit app on 127.0.0.1", "mmrag.app_launcher", "add_app_arguments", "run_app",
+              command == "app")
     return parser
+
+
+def _quiet_milvus_loggers() -> None:
+    """pymilvus and Milvus Lite log their own tracebacks (a dead server, a held folder); we print one line instead.
+
+    pymilvus configures its loggers when imported, so it is imported first and its loggers are set after.
+    """
+    import pymilvus  # noqa: F401
+
+    for name in list(logging.root.manager.loggerDict) + ["pymilvus", "milvus_lite"]:
+        if name.split(".")[0] in ("pymilvus", "milvus_lite"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -356,11 +383,12 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # for the tokenizers library, before it loads
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs tracebacks itself; we print one line
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # per-load "Loading weights" bars; our own progress is tqdm
-    args = build_parser().parse_args(argv)
+    # gRPC's C core prints keepalive notes ("too_many_pings") from Milvus Lite during long OCR/VLM runs; real
+    # failures still surface as exceptions and one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    args = build_parser(argv).parse_args(argv)
+    if not args.debug:
+        _quiet_milvus_loggers()
     try:
         return int(args.func(args) or 0)
     except MmragError as exc:

@@ -156,13 +156,12 @@ class SearchEngine:
         timings: dict[str, float] = {}
         names = self.channel_names if mode == HYBRID else [mode]
         if mode == HYBRID:
+            check_weights(weights, names)
             names = [n for n in names if weights.get(n, 1.0) > 0]
         inputs = self._inputs([self.store.channel(n) for n in names], parts, timings)
         names = [n for n in names if n in inputs]
         if not names:
             raise MmragError(self._nothing_to_search(mode, image))
-        if mode == HYBRID:
-            check_weights(weights, names)
         query = SearchQuery(query_str=" ".join(p.text for p in parts if p.text and not p.negative),
                             inputs=inputs, top_k=max(k, CANDIDATES_PER_CHANNEL),
                             filter=self.store.filter(filters, [own_id] if own_id else []), timings_ms=timings)
@@ -214,10 +213,13 @@ class SearchEngine:
     def _weights(self, weights: dict[str, float] | None) -> dict[str, float]:
         """Settings' weights overridden per call; per-call names must be channels of this index."""
         known = [c.name for c in self.store.channels]
-        bad = sorted(set(weights or {}) - set(known))
+        merged = {**self.settings.fusion_weights, **(weights or {})}
+        # Settings may weigh a declared channel this index lacks (clip on a caption-side index); a name that is
+        # no channel at all, or a per-call name this index lacks, is a typo worth one line.
+        declared_names = {c.name for c in declared()}
+        bad = sorted((set(weights or {}) - set(known)) | (set(merged) - declared_names))
         if bad:
             raise MmragError(f"unknown channel {', '.join(bad)} in weights: this index has {', '.join(known)}")
-        merged = {**self.settings.fusion_weights, **(weights or {})}
         check_weights(merged, [])
         return {name: merged.get(name, 1.0) for name in known}
 

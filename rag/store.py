@@ -489,9 +489,6 @@ class CatalogStore:
             row: dict[str, Any] = {k: v for k, v in item.metadata.items()
                                    if FIELD_NAME.fullmatch(k) and k not in SCALARS and not k.startswith("$")}
             row.update({ID: item.id, PATH: item.path, CAPTION: (item.caption or "")[:MAX_TEXT_CHARS], PENDING: bool(pending[i])})
-            for channel in self.channels:
-                if channel.kind == BM25:
-                    row[channel.text_field] = bm25_text(channel.index_source(item) or "")
             rows.append(row)
         stale = ids_filter(ID, [i.id for i in items], negate=True)
         stale_expr = f"{PATH} in [{', '.join(json.dumps(i.path, ensure_ascii=False) for i in items)}] and {stale.expr}"
@@ -501,9 +498,13 @@ class CatalogStore:
                 out = []
                 for i, row in enumerate(rows):
                     full = dict(row)
-                    for channel in self.dense_channels:
-                        if self.collection_of(channel) == name:
+                    for channel in self.channels:
+                        if self.collection_of(channel) != name:
+                            continue
+                        if channel.kind == DENSE:
                             full[channel.field] = [float(x) for x in vectors[channel.name][i]]
+                        else:
+                            full[channel.text_field] = bm25_text(channel.index_source(items[i]) or "")
                     out.append(full)
                 self.client.upsert(name, out)
             self._record_field_types(items)

@@ -3,7 +3,7 @@
 Each POST /v1/chat/completions is answered by the next scripted reply, or by a callable
 `responder(request) -> reply`. A reply is one of:
   * str                       -> 200 with that assistant text
-  * Reply(...)                -> full control: status, text, delay, raw body, headers
+  * Reply(...)                -> full control: status, text, finish_reason, delay, raw body, headers, drop
 A request with "stream": true gets the text as server-sent events (one chunk per word, `chunk_delay_s` apart).
   * an Exception instance     -> raised inside the handler (-> 500)
 
@@ -37,6 +37,8 @@ class Reply:
     delay_s: float = 0.0
     body: bytes | str | None = None  # raw body: overrides the generated completion JSON
     headers: dict[str, str] = field(default_factory=dict)
+    finish_reason: str | None = "stop"  # "length": the reply was cut off at max_tokens
+    drop: str | None = None  # "mid_body": headers and half the body, then close; "no_response": close at once
     chunk_delay_s: float = 0.0  # streamed replies: pause before each chunk
 
 
@@ -93,7 +95,7 @@ class RecordedRequest:
 Responder = Callable[[RecordedRequest], "Reply | str | BaseException"]
 
 
-def stream_chunks(text: str | None, model: str | None) -> list[bytes]:
+def stream_chunks(text: str | None, model: str | None, finish_reason: str | None = "stop") -> list[bytes]:
     """The text as OpenAI chat.completion.chunk events (one per word, spaces kept), then [DONE]."""
     words = re.findall(r"\S+\s*|\s+", text or "")
     events = []
@@ -103,13 +105,13 @@ def stream_chunks(text: str | None, model: str | None) -> list[bytes]:
                  "model": model or "fake", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
         events.append(f"data: {json.dumps(chunk)}\n\n".encode())
     done = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model or "fake",
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]}
     events.append(f"data: {json.dumps(done)}\n\n".encode())
     events.append(b"data: [DONE]\n\n")
     return events
 
 
-def completion_body(text: str | None, model: str | None) -> bytes:
+def completion_body(text: str | None, model: str | None, finish_reason: str | None = "stop") -> bytes:
     return json.dumps(
         {
             "id": "chatcmpl-fake",
@@ -120,7 +122,7 @@ def completion_body(text: str | None, model: str | None) -> bytes:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
             ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
@@ -137,7 +139,9 @@ class FakeVLMServer:
         *,
         default: "Reply | str | None" = None,
         models: Iterable[str] = ("fake-vlm",),
+        port: int = 0,
     ) -> None:
+        self._port = port
         self.responder: Responder | None = script if callable(script) else None
         self.queue: deque = deque([] if callable(script) or script is None else list(script))
         self.default = default
@@ -156,6 +160,21 @@ class FakeVLMServer:
 
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
+
+            def _drop(self, how: str, body: bytes) -> None:
+                """Close the connection like a crashed proxy: before any response, or halfway through the body."""
+                self.close_connection = True
+                try:
+                    if how == "mid_body":
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body[: len(body) // 2])
+                        self.wfile.flush()
+                    self.connection.shutdown(2)  # socket.SHUT_RDWR
+                except OSError:
+                    pass
 
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
                 try:
@@ -219,7 +238,7 @@ class FakeVLMServer:
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 if reply.body is None and reply.status < 400 and (req.body or {}).get("stream"):
-                    self._stream(stream_chunks(reply.text, req.model), reply.chunk_delay_s)
+                    self._stream(stream_chunks(reply.text, req.model, reply.finish_reason), reply.chunk_delay_s)
                     return
                 if reply.body is not None:
                     payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
@@ -228,10 +247,13 @@ class FakeVLMServer:
                         {"error": {"message": reply.text or f"scripted HTTP {reply.status}", "code": reply.status}}
                     ).encode()
                 else:
-                    payload = completion_body(reply.text, req.model)
+                    payload = completion_body(reply.text, req.model, reply.finish_reason)
+                if reply.drop:
+                    self._drop(reply.drop, payload)
+                    return
                 self._send(reply.status, payload, reply.headers)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-vlm", daemon=True)
         self._thread.start()

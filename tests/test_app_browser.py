@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_sample, pick_sample
-from rag.app_launcher import settings_env, streamlit_command
+from mmrag.app_launcher import settings_env, streamlit_command
 from rag.config import Settings
 
 pytestmark = pytest.mark.browser

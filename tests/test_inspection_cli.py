@@ -20,7 +20,7 @@ def run_cli(*args: str, env_extra: dict[str, str] | None = None, cwd: Path | Non
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MMRAG_VLM", "OPENAI_"))}
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "rag.inspection.cli", *args], capture_output=True, text=True, env=env, cwd=cwd or REPO, timeout=120
+        [sys.executable, "-m", "mmrag.cli", "inspect", *args], capture_output=True, text=True, env=env, cwd=cwd or REPO, timeout=120
     )
 
 

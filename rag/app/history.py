@@ -34,10 +34,10 @@ class ResultCard(SearchResult):
             match=get("match"),
         )
 
-    def ranks_text(self, retrievers: Iterable[str] = RETRIEVER_LABELS) -> str:
-        """'CLIP 3 · caption 1 · BM25 —' (— = not in that retriever's list)."""
+    def ranks_text(self, retrievers: Iterable[str] | None = None) -> str:
+        """'CLIP 3 · caption 1 · BM25 —' (— = not in that channel's list); default: the channels the result names."""
         parts = []
-        for name in retrievers:
+        for name in retrievers if retrievers is not None else (self.ranks or RETRIEVER_LABELS):
             rank = self.ranks.get(name)
             parts.append(f"{RETRIEVER_LABELS.get(name, name)} {rank if rank is not None else '—'}")
         return " · ".join(parts)
