@@ -1,4 +1,4 @@
-"""`mmrag index|search|inspect|eval|app`: the command line and composition root.
+"""`mmrag index|search|ask|inspect|eval|app`: the command line and composition root.
 
 It parses flags, builds Settings, wires rag/ (library), ingest/ and eval/ together and prints.
 Errors are one line on stderr, never a traceback (--debug shows it).
@@ -180,10 +180,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.mode} search for {args.query or args.image!s}: {len(response.results)} result(s) "
           f"in {response.timings_ms.get('total', 0):.0f} ms")
+    print_results(response, str(args.query or args.image))
+    return 0
+
+
+def match_line(response: Any, label: str) -> str | None:
+    """The one line that says a query found nothing good (rag/match.py); None when the match is good or unknown."""
+    if response.match == "none":
+        return f"no good match for {label!r}: the nearest results are shown below"
+    if response.match == "weak":
+        return f"only weak matches for {label!r}: check the results below"
+    return None
+
+
+def print_results(response: Any, label: str) -> None:
+    line = match_line(response, label)
+    if line:
+        print(line)
     for r in response.results:
         ranks = " ".join(f"{name}={rank if rank is not None else '-'}" for name, rank in r.ranks.items())
-        print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]  {r.path}\n      {r.caption[:110]}")
-    return 0
+        match = f"  ({r.match})" if r.match else ""
+        print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]{match}  {r.path}\n      {r.caption[:110]}")
 
 
 def _batch_search(engine: Any, args: argparse.Namespace, filters: dict[str, str]) -> int:
@@ -204,6 +221,101 @@ def _batch_search(engine: Any, args: argparse.Namespace, filters: dict[str, str]
             continue
         print(json.dumps({"line": number, **response.to_dict()}, ensure_ascii=False), flush=True)
     return 2 if failed else 0
+
+
+# ---------------------------------------------------------------- ask
+CONVERSATION_FILE = "ask_conversation.json"  # under the data dir: the last answered conversation (--follow-up)
+
+
+def _add_ask(sub: Any) -> None:
+    p = sub.add_parser("ask", help="answer a question from the top search results with the configured VLM, citing them")
+    p.add_argument("question", help='e.g. "which photos show a dog on a beach, and what are the dogs doing?"')
+    p.add_argument("--follow-up", action="store_true",
+                   help="refine the previous answered `mmrag ask` (same --data-dir): search with its search text plus "
+                        "this question, and send the earlier questions and answers as chat history")
+    p.add_argument("--images", type=int, help="top results sent to the model as images (default 5, env MMRAG_ASK_IMAGES)")
+    p.add_argument("-k", type=int, default=10, help="results retrieved and listed (default 10)")
+    p.add_argument("--mode", default="hybrid", help="hybrid (default) or one channel: clip, caption, bm25, ocr")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="metadata filter, repeatable (AND)")
+    p.add_argument("--json", action="store_true", help="print the turn as JSON (no streaming)")
+    _add_common(p)
+    p.set_defaults(func=cmd_ask)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from rag.ask import Asker, Conversation
+    from rag.errors import VLMUnavailableError
+    from rag.search import SearchEngine, limit_query_threads
+    from rag.vision_llm import VisionChatLLM
+
+    settings = settings_from_args(args)
+    if args.images is not None:
+        settings = replace(settings, ask_images=args.images)
+    saved = settings.data_dir / CONVERSATION_FILE
+    conversation = Conversation()
+    if args.follow_up:
+        if not saved.is_file():
+            raise MmragError("no earlier answered question to follow up (none saved in the data dir): ask one first")
+        try:
+            conversation = Conversation.from_dict(json.loads(saved.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise MmragError(f"cannot read the saved conversation {saved}: {exc}") from None
+    llm = VisionChatLLM.from_settings(settings) if settings.vlm_base_url and settings.vlm_model else None
+    limit_query_threads(settings.query_threads)
+    with SearchEngine.open(settings, models_from_index=args.clip_model is None and args.text_model is None) as engine:
+        asker = Asker(engine, llm, settings.ask_images)
+        turn = asker.search(args.question, conversation, follow_up=args.follow_up, mode=args.mode, k=args.k,
+                            filters=parse_filters(args.filter))
+        if args.json:
+            failed = False
+            try:
+                for _ in asker.stream(turn, conversation):
+                    pass
+            except VLMUnavailableError:
+                failed = True
+            print(json.dumps({**turn.to_dict(), "model": settings.vlm_model if llm else None}, indent=2, ensure_ascii=False))
+        else:
+            failed = _print_ask(asker, turn, conversation, llm)
+    if turn.answered:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(conversation.to_dict(), ensure_ascii=False), encoding="utf-8")
+    return 2 if failed else 0
+
+
+def _print_ask(asker: Any, turn: Any, conversation: Any, llm: Any) -> bool:
+    """Results, then the streamed answer and its citations; True when the endpoint failed (its line on stderr)."""
+    from rag.ask import NO_ENDPOINT
+    from rag.errors import VLMUnavailableError
+
+    response = turn.response
+    print(f"{response.mode} search for {turn.search_text!r}: {len(response.results)} result(s), "
+          f"{len(turn.sent)} sent as images" + (f" to {llm.model}" if llm else ""))
+    line = match_line(response, turn.search_text)
+    if line:
+        print(line)
+    for s in turn.sources:
+        print(f"[{s.number}]{'' if s.sent else ' (not sent)'} {s.path}\n      {s.caption[:110]}")
+    if llm is None:
+        print(NO_ENDPOINT)
+        return False
+    print("answer:")
+    try:
+        for delta in asker.stream(turn, conversation):
+            print(delta, end="", flush=True)
+    except VLMUnavailableError as exc:
+        print()
+        print(f"mmrag: error: no answer: {_one_line(exc)}", file=sys.stderr)
+        return True
+    print()
+    by_number = {s.number: s for s in turn.sources}
+    for c in turn.citations:
+        if c.sent:
+            print(f"  cited [{c.number}] {by_number[c.number].path}")
+        else:
+            print(f"  warning: {c.problem}")
+    if turn.error:
+        print(turn.error)
+    return False
 
 
 # ---------------------------------------------------------------- inspect / eval / app (their own modules)
@@ -241,6 +353,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_index(sub)
     _add_search(sub)
+    _add_ask(sub)
     _delegate(sub, "inspect", "ask a VLM about defects in images and score it (plus a pixel baseline)",
               "rag.inspection.cli", "add_inspect_arguments", "run_inspect", command == "inspect")
     _delegate(sub, "eval", "retrieval eval: gold queries, ablations, plots, report", "eval.cli", "add_eval_arguments",

@@ -14,11 +14,12 @@ from typing import Any, Sequence
 
 from rag.channels import DENSE, Channel, QueryPart, declared
 from rag.clip_embedding import ClipEmbedding
-from rag.config import Settings, check_weights
+from rag.config import DEFAULT_MATCH_THRESHOLDS, Settings, check_weights
 from rag.encoders import Encoders, combine
 from rag.errors import MmragError
 from rag.fusion import WeightedRRFRetriever, check_native_weights
 from rag.hashing import file_sha256
+from rag.match import MatchJudge, best
 from rag.retrievers import ChannelRetriever, SearchQuery
 from rag.store import CatalogStore
 
@@ -36,6 +37,7 @@ class SearchResult:
     caption: str
     metadata: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, float | None] = field(default_factory=dict)  # each channel's own score (cosine, BM25)
+    match: str | None = None  # "good" | "weak" | "none" from the calibrated channels' scores (rag/match.py)
 
 
 @dataclass
@@ -46,6 +48,8 @@ class SearchResponse:
     timings_ms: dict[str, float]
     image: str | None = None
     fusion: str | None = None
+    match: str | None = None  # the best result's match; None: no calibrated channel took part
+    match_evidence: dict[str, float | None] = field(default_factory=dict)  # channel -> strongest normalised score
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -58,6 +62,8 @@ class SearchResponse:
             out["image"] = self.image
         if self.fusion is not None:
             out["fusion"] = self.fusion
+        out["match"] = self.match
+        out["match_evidence"] = {k: (round(v, 4) if v is not None else None) for k, v in self.match_evidence.items()}
         return out
 
 
@@ -82,6 +88,9 @@ class SearchEngine:
         # Channels this process can query: a CLIP channel needs the CLIP model loaded.
         self.channels: list[Channel] = [c for c in store.channels if encoders.has(c.encoder)]
         self._retrievers = {c.name: ChannelRetriever(c, store) for c in self.channels}
+        self.match_judge = MatchJudge.load(settings.match_thresholds, text_model=encoders.text.model_name,
+                                           clip_model=settings.clip_model if encoders.clip is not None else None,
+                                           required=Path(settings.match_thresholds) != DEFAULT_MATCH_THRESHOLDS)
 
     @property
     def clip(self) -> ClipEmbedding | None:
@@ -173,9 +182,22 @@ class SearchEngine:
             metadata = {key: value for key, value in row.items() if key not in ("id", "path", "caption")}
             results.append(SearchResult(doc_id, row["path"], score, len(results) + 1, ranks, row["caption"], metadata,
                                         scores))
+        match, evidence = self._judge_match(results, query)
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResponse(text or "", mode, results, timings, image=str(image) if image is not None else None,
-                              fusion=fusion if mode == HYBRID else None)
+                              fusion=fusion if mode == HYBRID else None, match=match, match_evidence=evidence)
+
+    def _judge_match(self, results: list[SearchResult], query: SearchQuery) -> tuple[str | None, dict[str, float | None]]:
+        """Set each result's match and return the query's (rag/match.py); native fusion records no channel scores."""
+        thresholds = self.match_judge.for_voters(name for name in query.inputs if name in query.scores)
+        if not thresholds:
+            return None, {}
+        context = {"bm25_text": str(query.inputs.get("bm25") or ""),
+                   "n_docs": self.store.count() if "bm25" in thresholds else 0}
+        for result in results:
+            result.match = self.match_judge.result_level(result.scores, thresholds, **context)
+        evidence = self.match_judge.query_evidence(results, thresholds, **context)
+        return best(r.match for r in results) or "none", evidence
 
     def _check_mode(self, mode: str, k: int, fusion: str) -> None:
         if mode not in self.available_modes:

@@ -4,6 +4,7 @@ Each POST /v1/chat/completions is answered by the next scripted reply, or by a c
 `responder(request) -> reply`. A reply is one of:
   * str                       -> 200 with that assistant text
   * Reply(...)                -> full control: status, text, finish_reason, delay, raw body, headers, drop
+A request with "stream": true gets the text as server-sent events (one chunk per word, `chunk_delay_s` apart).
   * an Exception instance     -> raised inside the handler (-> 500)
 
 Every request is recorded (path, headers, parsed JSON body, decoded image bytes) in `server.requests`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -37,6 +39,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     finish_reason: str | None = "stop"  # "length": the reply was cut off at max_tokens
     drop: str | None = None  # "mid_body": headers and half the body, then close; "no_response": close at once
+    chunk_delay_s: float = 0.0  # streamed replies: pause before each chunk
 
 
 @dataclass
@@ -90,6 +93,22 @@ class RecordedRequest:
 
 
 Responder = Callable[[RecordedRequest], "Reply | str | BaseException"]
+
+
+def stream_chunks(text: str | None, model: str | None, finish_reason: str | None = "stop") -> list[bytes]:
+    """The text as OpenAI chat.completion.chunk events (one per word, spaces kept), then [DONE]."""
+    words = re.findall(r"\S+\s*|\s+", text or "")
+    events = []
+    for i, word in enumerate([""] + words):
+        delta = {"role": "assistant", "content": ""} if i == 0 else {"content": word}
+        chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": model or "fake", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        events.append(f"data: {json.dumps(chunk)}\n\n".encode())
+    done = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model or "fake",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]}
+    events.append(f"data: {json.dumps(done)}\n\n".encode())
+    events.append(b"data: [DONE]\n\n")
+    return events
 
 
 def completion_body(text: str | None, model: str | None, finish_reason: str | None = "stop") -> bytes:
@@ -169,6 +188,23 @@ class FakeVLMServer:
                 except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout test)
                     pass
 
+            def _stream(self, events: list[bytes], delay_s: float) -> None:
+                """Server-sent events, then close the connection (no Content-Length)."""
+                self.close_connection = True
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for event in events:
+                        if delay_s:
+                            time.sleep(delay_s)
+                        self.wfile.write(event)
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout test)
+                    pass
+
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/").endswith("/models"):
                     data = [{"id": m, "object": "model", "owned_by": "fake"} for m in server.models]
@@ -201,6 +237,9 @@ class FakeVLMServer:
                     reply = Reply(text=reply)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.body is None and reply.status < 400 and (req.body or {}).get("stream"):
+                    self._stream(stream_chunks(reply.text, req.model, reply.finish_reason), reply.chunk_delay_s)
+                    return
                 if reply.body is not None:
                     payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
                 elif reply.status >= 400:

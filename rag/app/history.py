@@ -30,6 +30,8 @@ class ResultCard(SearchResult):
             ranks=dict(get("ranks", {}) or {}),
             caption=str(get("caption", "") or ""),
             metadata=dict(get("metadata", {}) or {}),
+            scores=dict(get("scores", {}) or {}),
+            match=get("match"),
         )
 
     def ranks_text(self, retrievers: Iterable[str] | None = None) -> str:
@@ -53,6 +55,9 @@ class Turn:
     results: list[ResultCard] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    match: str | None = None  # the query's "good" | "weak" | "none" (rag/match.py); None: not calibrated
+    ask: Any = None  # an Ask turn: rag.ask.AskTurn (the question, the sources sent, the answer or its error)
+    ask_pending: bool = False  # the answer is still to be streamed (on the next render)
     id: int = field(default_factory=lambda: next(_turn_ids))
     created: float = field(default_factory=time.time)
 
