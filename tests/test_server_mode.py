@@ -134,8 +134,16 @@ def test_data_persists_across_a_server_restart_and_reopens_embedded(served):
     server, settings = served["server"], served["settings"]
     data_dir = server.data_dir
     assert server.stop() == 0
+    collection = f"{settings.collection_prefix}_catalog"
     with MilvusLiteServer(data_dir) as again:
         client = MilvusClient(uri=again.uri)
+        client.load_collection(collection)
+        assert client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"] == served["n"]
+        client.close()
+    embedded = MilvusClient(str(data_dir))  # the lock is released once the server is gone
+    try:
+        embedded.load_collection(collection)
+        assert embedded.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"] == served["n"]
     finally:
         embedded.close()
 
