@@ -12,13 +12,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from rag.channels import DENSE, Channel, QueryPart, declared
+from rag.channels import BM25, DENSE, Channel, QueryPart, declared
 from rag.clip_embedding import ClipEmbedding
 from rag.config import Settings, check_weights
 from rag.encoders import Encoders, combine
 from rag.errors import MmragError
 from rag.fusion import WeightedRRFRetriever, check_native_weights
 from rag.hashing import file_sha256
+from rag.milvus_filters import Filter
+from rag.query_parser import Negation, matched_terms, negative_term_groups, parse_query, parts_to_dicts
 from rag.retrievers import ChannelRetriever, SearchQuery
 from rag.store import CatalogStore
 
@@ -36,6 +38,7 @@ class SearchResult:
     caption: str
     metadata: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, float | None] = field(default_factory=dict)  # each channel's own score (cosine, BM25)
+    matched_terms: list[str] = field(default_factory=list)  # positive query tokens (rag.bm25) its caption holds
 
 
 @dataclass
@@ -46,6 +49,8 @@ class SearchResponse:
     timings_ms: dict[str, float]
     image: str | None = None
     fusion: str | None = None
+    parts: list[QueryPart] = field(default_factory=list)  # what was searched: the parsed query
+    negations: list[Negation] = field(default_factory=list)  # negations found in the plain text
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -58,6 +63,8 @@ class SearchResponse:
             out["image"] = self.image
         if self.fusion is not None:
             out["fusion"] = self.fusion
+        out["parts"] = parts_to_dicts(self.parts)
+        out["negations"] = [n.to_dict() for n in self.negations]
         return out
 
 
@@ -75,6 +82,9 @@ def limit_query_threads(threads: int) -> None:
 
 
 class SearchEngine:
+    # BM25 channels skip documents whose text holds every token of a negative part (the eval ablates this).
+    exclude_negated_bm25 = True
+
     def __init__(self, settings: Settings, store: CatalogStore, encoders: Encoders) -> None:
         self.settings = settings
         self.store = store
@@ -137,13 +147,19 @@ class SearchEngine:
     # ------------------------------------------------------------------ search
     def search(self, text: str | None = None, *, image: str | Path | None = None, mode: str = HYBRID, k: int = 10,
                filters: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
-               fusion: str | None = None, parts: Sequence[QueryPart] | None = None) -> SearchResponse:
-        """Text, image or composite (parts) query in one mode: a channel name or "hybrid"."""
+               fusion: str | None = None, parts: Sequence[QueryPart] | None = None,
+               literal: bool = False) -> SearchResponse:
+        """Text, image or composite (parts) query in one mode: a channel name or "hybrid".
+
+        The text is parsed (rag.query_parser: `2:dog + beach - people`, and "no X"/"without X"/"nobody" become
+        negative parts) unless literal, which sends it unchanged as one part.
+        """
         started = time.perf_counter()
         fusion = fusion or self.settings.fusion
         self._check_mode(mode, k, fusion)
         weights = self._weights(weights)
-        parts, own_id = self._parts(text, image, parts)
+        parts, negations = self._parse(text, parts, literal)
+        parts, own_ids = self._parts(parts, image)
         timings: dict[str, float] = {}
         names = self.channel_names if mode == HYBRID else [mode]
         if mode == HYBRID:
@@ -156,7 +172,8 @@ class SearchEngine:
             check_weights(weights, names)
         query = SearchQuery(query_str=" ".join(p.text for p in parts if p.text and not p.negative),
                             inputs=inputs, top_k=max(k, CANDIDATES_PER_CHANNEL),
-                            filter=self.store.filter(filters, [own_id] if own_id else []), timings_ms=timings)
+                            filter=self.store.filter(filters, own_ids), timings_ms=timings)
+        query.channel_filters = self._exclusions(names, parts, query.filter)
         if mode == HYBRID and fusion == "native" and len(names) > 1:
             hits = self._native(names, query, k, weights)
         else:
@@ -173,10 +190,10 @@ class SearchEngine:
             scores = {c.name: query.scores.get(c.name, {}).get(doc_id) for c in self.channels}
             metadata = {key: value for key, value in row.items() if key not in ("id", "path", "caption")}
             results.append(SearchResult(doc_id, row["path"], score, len(results) + 1, ranks, row["caption"], metadata,
-                                        scores))
+                                        scores, matched_terms(parts, row["caption"])))
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResponse(text or "", mode, results, timings, image=str(image) if image is not None else None,
-                              fusion=fusion if mode == HYBRID else None)
+                              fusion=fusion if mode == HYBRID else None, parts=parts, negations=negations)
 
     def _check_mode(self, mode: str, k: int, fusion: str) -> None:
         if mode not in self.available_modes:
@@ -199,22 +216,50 @@ class SearchEngine:
         check_weights(merged, [])
         return {name: merged.get(name, 1.0) for name in known}
 
-    def _parts(self, text: str | None, image: str | Path | None,
-               parts: Sequence[QueryPart] | None) -> tuple[list[QueryPart], str | None]:
+    @staticmethod
+    def _parse(text: str | None, parts: Sequence[QueryPart] | None,
+               literal: bool) -> tuple[list[QueryPart], list[Negation]]:
+        """The text's parts (parsed unless literal) before any parts passed in."""
         out = list(parts or [])
-        if text is not None and text.strip():
-            out.insert(0, QueryPart(text=text.strip()))
-        own_id = None
+        if text is None or not text.strip():
+            return out, []
+        if literal:
+            return [QueryPart(text=" ".join(text.split())), *out], []
+        parsed = parse_query(text)
+        return [*parsed.parts, *out], list(parsed.negations)
+
+    def _parts(self, parts: list[QueryPart], image: str | Path | None) -> tuple[list[QueryPart], list[str]]:
+        """Image parts checked and described: a catalog image brings its stored caption (for the text channels)
+        and its own hit is dropped. Returns (parts, ids to exclude)."""
         if image is not None:
-            path = Path(image)
-            if not path.is_file():
-                raise MmragError(f"query image not found: {path}")
-            own_id = file_sha256(path)
-            own = self.store.fetch([own_id]).get(own_id)
-            out.append(QueryPart(image=str(path), image_caption=own["caption"] if own else None))
-        if not out:
+            parts = [*parts, QueryPart(image=str(image))]
+        if not parts:
             raise MmragError("empty query: give text, or --image PATH")
-        return out, own_id
+        if not any(not p.negative for p in parts):
+            raise MmragError("the query has only negative parts: add something to look for")
+        ids: dict[int, str] = {}
+        for i, part in enumerate(parts):
+            if part.image:
+                path = Path(part.image)
+                if not path.is_file():
+                    raise MmragError(f"query image not found: {path}")
+                ids[i] = file_sha256(path)
+        rows = self.store.fetch(sorted(set(ids.values()))) if ids else {}
+        out = [replace(p, image_caption=rows[ids[i]]["caption"]) if i in ids and ids[i] in rows and p.image_caption is None
+               else p for i, p in enumerate(parts)]
+        return out, sorted(set(ids.values()))
+
+    def _exclusions(self, names: list[str], parts: list[QueryPart], base: Filter) -> dict[str, Filter]:
+        """Per BM25 channel: the filter that drops documents holding a negative part's tokens."""
+        groups = negative_term_groups(parts)
+        if not groups or not self.exclude_negated_bm25:
+            return {}
+        out = {}
+        for name in names:
+            channel = self.store.channel(name)
+            if channel.kind == BM25 and channel.text_field:
+                out[name] = base.and_(exclusion_filter(channel.text_field, groups))
+        return out
 
     def _inputs(self, channels: list[Channel], parts: list[QueryPart], timings: dict[str, float]) -> dict[str, Any]:
         """Each channel's query: a combined vector (dense) or the positive text (BM25); absent when it has none."""
@@ -255,7 +300,8 @@ class SearchEngine:
         check_native_weights({n: weights.get(n, 1.0) for n in names})
         t = time.perf_counter()
         requests = [(self.store.channel(n), query.inputs[n]) for n in names]
-        hits = self.store.hybrid_search(requests, k, query.top_k, self.settings.rrf_k, query.filter)
+        hits = self.store.hybrid_search(requests, k, query.top_k, self.settings.rrf_k, query.filter,
+                                        channel_filters=query.channel_filters)
         query.timings_ms["milvus_hybrid"] = (time.perf_counter() - t) * 1000
         return hits
 
@@ -267,3 +313,18 @@ class SearchEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def exclusion_filter(text_field: str, groups: list[list[frozenset[str]]]) -> Filter:
+    """Milvus expression: the tokenised text holds no group completely (a group = one negative part's tokens,
+    each satisfied by any of its synonyms). Tokens are [a-z0-9]+ (rag.bm25), safe to inline; the text is
+    space-separated tokens, so a whole-token match is one of four LIKE forms."""
+    def holds(token: str) -> str:
+        return (f'({text_field} == "{token}" or {text_field} like "{token} %" or {text_field} like "% {token}" '
+                f'or {text_field} like "% {token} %")')
+
+    clauses = []
+    for group in groups:
+        alternatives = [" or ".join(holds(t) for t in sorted(synonyms)) for synonyms in group]
+        clauses.append(" and ".join(f"({a})" for a in alternatives))
+    return Filter("not (" + " or ".join(f"({c})" for c in clauses) + ")")

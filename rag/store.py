@@ -418,8 +418,10 @@ class CatalogStore:
         return [(str(hit["id"]), float(hit["distance"])) for hit in result[0]]
 
     def hybrid_search(self, requests: list[tuple[Channel, Any]], k: int, candidates: int, rrf_k: float,
-                      flt: Filter | None = None) -> list[tuple[str, float]]:
-        """One Milvus hybrid_search over the channels' fields, fused by RRFRanker. Best first."""
+                      flt: Filter | None = None, channel_filters: dict[str, Filter] | None = None) -> list[tuple[str, float]]:
+        """One Milvus hybrid_search over the channels' fields, fused by RRFRanker. Best first.
+
+        channel_filters: a channel's own filter in place of flt (e.g. BM25 dropping negated terms)."""
         from pymilvus import AnnSearchRequest, RRFRanker
 
         if not self.caps.hybrid_search or self.info is None or self.info.layout != "single":
@@ -428,7 +430,9 @@ class CatalogStore:
             raise MmragError(f"{self.caps.label} has no BM25 function: use --fusion client")
         flt = flt or Filter()
         reqs = []
+        base = flt
         for channel, data in requests:
+            flt = (channel_filters or {}).get(channel.name, base)
             if channel.kind == BM25:
                 terms = bm25_text(data)
                 if not terms:
