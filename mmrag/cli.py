@@ -176,6 +176,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise MmragError("give a text query, --image PATH, --plus TEXT, or --queries FILE.jsonl")
     filters = parse_filters(args.filter)
     parts = option_parts(args.plus, args.minus)
+    if args.query and not args.literal:
+        from rag.query_parser import parse_query
+
+        parse_query(args.query)  # a malformed query fails before the store and models open
     limit_query_threads(settings.query_threads)
     with SearchEngine.open(settings, models_from_index=args.clip_model is None and args.text_model is None) as engine:
         if args.queries is not None:
