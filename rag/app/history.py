@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.channels import QueryPart
+from rag.query_parser import Negation, format_query
 from rag.search import SearchResult
 
 RETRIEVER_LABELS = {"clip": "CLIP", "caption": "caption", "bm25": "BM25", "ocr": "OCR"}
@@ -30,6 +32,7 @@ class ResultCard(SearchResult):
             ranks=dict(get("ranks", {}) or {}),
             caption=str(get("caption", "") or ""),
             metadata=dict(get("metadata", {}) or {}),
+            matched_terms=list(get("matched_terms", []) or []),
         )
 
     def ranks_text(self, retrievers: Iterable[str] | None = None) -> str:
@@ -53,6 +56,8 @@ class Turn:
     results: list[ResultCard] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    parts: list[QueryPart] = field(default_factory=list)  # the query as searched (parsed, or edited chips)
+    negations: list[Negation] = field(default_factory=list)
     id: int = field(default_factory=lambda: next(_turn_ids))
     created: float = field(default_factory=time.time)
 
@@ -64,6 +69,8 @@ class Turn:
             pieces.append("🖼 image query")
         if self.text:
             pieces.append(self.text)
+        elif self.parts and not self.image_path:
+            pieces.append(format_query(self.parts))
         return " + ".join(pieces) or "(empty query)"
 
     @property
