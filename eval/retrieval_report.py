@@ -19,6 +19,7 @@ import numpy as np
 from eval import plots
 from eval.gold import GoldQuery, GoldSet, _tokenize
 from eval.metrics import METRICS, paired_sign_flip_p
+from eval.query_report import render_query_tables
 from eval.retrieval_eval import PRIMARY_FORM, SINGLE_RETRIEVERS, Catalog
 
 METRIC_LABEL = {"p@5": "P@5", "r@5": "R@5", "r@10": "R@10", "mrr": "MRR", "ndcg@10": "nDCG@10"}
@@ -564,6 +565,9 @@ def render_markdown(doc: dict[str, Any], gold: GoldSet, catalog: Catalog, images
             f"`{Path(f['file']).name}` ({where}; single-retriever ranks: {ranks}). Categories: {', '.join(f['categories']) or '—'}; "
             f"caption: “{f['caption'][:110]}”. **Caused by {f['blamed']}**: {f['why']}.")
     add("")
+    section = render_query_tables(doc)  # negation, composite and multilingual queries (issue 11)
+    if section:
+        add(section)
     add("## 11. Not measured\n")
     for line in not_measured(doc):
         add(f"- {line}")
