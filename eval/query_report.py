@@ -15,6 +15,10 @@ import numpy as np
 from eval.metrics import paired_sign_flip_p
 
 
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 def _f(x: Any, digits: int = 3) -> str:
     return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
@@ -53,7 +57,7 @@ def negation_section(t: dict[str, Any], channels: list[str]) -> list[str]:
     if lit and full:
         a, b = lit["summary"], full["summary"]
         p = paired_sign_flip_p([q["metrics"]["p@5"] for q in full["per_query"]], [q["metrics"]["p@5"] for q in lit["per_query"]])
-        L.append(f"Hybrid, descriptive: P@5 {_f(a['p@5'])} → {_f(b['p@5'])} (paired randomization p = {p:.3f}), "
+        L.append(f"Hybrid, descriptive: P@5 {_f(a['p@5'])} → {_f(b['p@5'])} (paired randomization p {_p(p)}), "
                  f"negated@5 {_f(a['negated@5'])} → {_f(b['negated@5'])}.")
     L.append("")
     return L
@@ -122,8 +126,9 @@ def multilingual_section(t: dict[str, Any]) -> list[str]:
     fired = {code: (_find(rows, text_model=models[0], mode="caption", language=code, form="descriptive") or {})
              .get("summary", {}).get("detected", 0) for code in others}
     if any(fired.values()):
-        L.append("The English negation parser fired on " + ", ".join(f"{v} {languages[c]}" for c, v in fired.items() if v)
-                 + " descriptive queries (words such as Spanish *no*), with the parts shown in the JSON.\n")
+        L.append("The English negation parser fired on " + ", ".join(
+            f"{v} {languages[c]} descriptive quer{'y' if v == 1 else 'ies'}" for c, v in fired.items() if v)
+            + " (a word such as Spanish *no*); the parts it made are in the JSON.\n")
     L.append(recommendation(rows, models, others) + "\n")
     return L
 
@@ -143,9 +148,14 @@ def recommendation(rows: list[dict[str, Any]], models: list[str], others: list[s
     en_diff = score[best][1] - score[other][1]
     text = (f"**Recommendation:** for queries that are not in English, use `{best}` (`--text-model {best}`, at index "
             f"time): hybrid nDCG@10 over {', '.join(others)} is {score[best][0]:.3f} vs {score[other][0]:.3f} for "
-            f"`{other}` (paired randomization over query × language, p = {p:.3g}). ")
+            f"`{other}` (paired randomization over query × language, p {_p(p)}). ")
+    caption_only = _mean_non_en(rows, best, "caption", form, others, "ndcg@10")
+    if caption_only > score[best][0]:
+        text += (f"Its caption channel alone scores {caption_only:.3f} there: BM25 matches English caption words, so "
+                 "fusing it costs non-English queries a little. ")
     if en_diff >= -0.01:
-        text += f"In English it scores {score[best][1]:.3f} vs {score[other][1]:.3f}, so it can be the default for every catalog."
+        text += (f"In English it scores {score[best][1]:.3f} vs {score[other][1]:.3f}, so it can be the default for every "
+                 "catalog; its query latency is in the text-model table above.")
     else:
         text += (f"In English it scores {score[best][1]:.3f} vs {score[other][1]:.3f} ({en_diff:+.3f}): keep `{other}` "
                  "for English-only users and catalogs.")
@@ -171,8 +181,32 @@ def render_query_tables(doc: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
+def _round(x: Any) -> Any:
+    return round(x, 4) if isinstance(x, float) else x
+
+
+def slim_query_tables(qt: dict[str, Any]) -> dict[str, Any]:
+    """What results.json keeps: summaries, per-query metrics; top-5 files and parts only for the small tables."""
+    out: dict[str, Any] = {}
+    for name, table in qt.items():
+        if not isinstance(table, dict) or "rows" not in table:
+            out[name] = table
+            continue
+        small = name != "multilingual"  # the multilingual table has thousands of (query, language) runs
+        keep = ("id", "negated@5", "negations", "text", "top5", "parts") if small else ("id",)
+        metrics = None if small else ("p@5", "ndcg@10")
+        rows = [{**{k: v for k, v in r.items() if k != "per_query"},
+                 "per_query": [{**{k: _round(q[k]) for k in keep if k in q},
+                                **({} if small or not q.get("negations") else {"negations": q["negations"]}),
+                                "metrics": {m: _round(v) for m, v in q["metrics"].items() if metrics is None or m in metrics}}
+                               for q in r["per_query"]]}
+                for r in table["rows"]]
+        out[name] = {**table, "rows": rows}
+    return out
+
+
 def write_query_tables(doc: dict[str, Any], out: Path) -> dict[str, Path]:
-    """query_tables.md and query_tables.json (per-query details included) in out."""
+    """query_tables.md and query_tables.json (slimmed: see slim_query_tables) in out."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"report": out / "query_tables.md", "results": out / "query_tables.json"}
     meta = doc.get("meta", {})
@@ -180,6 +214,22 @@ def write_query_tables(doc: dict[str, Any], out: Path) -> dict[str, Path]:
             f"by `mmrag eval --query-tables only`; catalog `{meta.get('catalog', '')}` ({meta.get('n_catalog', '?')} "
             f"images, {meta.get('n_judged', '?')} judged), gold `{Path(meta.get('gold', '')).name}`.\n\n")
     paths["report"].write_text(head + render_query_tables(doc), encoding="utf-8")
-    paths["results"].write_text(json.dumps({"meta": meta, "query_tables": doc.get("query_tables", {})},
+    paths["results"].write_text(json.dumps({"meta": meta, "query_tables": slim_query_tables(doc.get("query_tables", {}))},
                                            separators=(",", ":"), ensure_ascii=False), encoding="utf-8")
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render OUT/query_tables.md from OUT/query_tables.json."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "reports" / "retrieval")
+    args = ap.parse_args(argv)
+    doc = json.loads((args.out / "query_tables.json").read_text(encoding="utf-8"))
+    print(write_query_tables(doc, args.out)["report"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,7 +19,7 @@ import numpy as np
 from eval import plots
 from eval.gold import GoldQuery, GoldSet, _tokenize
 from eval.metrics import METRICS, paired_sign_flip_p
-from eval.query_report import render_query_tables
+from eval.query_report import render_query_tables, slim_query_tables
 from eval.retrieval_eval import PRIMARY_FORM, SINGLE_RETRIEVERS, Catalog
 
 METRIC_LABEL = {"p@5": "P@5", "r@5": "R@5", "r@10": "R@10", "mrr": "MRR", "ndcg@10": "nDCG@10"}
@@ -695,7 +695,10 @@ def slim(doc: dict[str, Any]) -> dict[str, Any]:
         runs[key] = {**run, "per_query": per_query}
     fails = [{**f, "misses": [{k: v for k, v in m.items() if k != "why"} for m in f["misses"]],
               "wrong_hits": [{k: v for k, v in w.items() if k != "why"} for w in f["wrong_hits"]]} for f in doc.get("failures", [])]
-    return {k: v for k, v in doc.items() if k not in ("rankings", "pair_scores", "runs", "failures")} | {"runs": runs, "failures": fails}
+    out = {k: v for k, v in doc.items() if k not in ("rankings", "pair_scores", "runs", "failures")} | {"runs": runs, "failures": fails}
+    if "query_tables" in doc:
+        out["query_tables"] = slim_query_tables(doc["query_tables"])
+    return out
 
 
 def write_report(doc: dict[str, Any], gold: GoldSet, catalog: Catalog, out: Path) -> dict[str, Path]:
