@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_DATA ?= ../shared/data
 
-.PHONY: setup demo test browser-deps eval bench clean
+.PHONY: setup demo test browser-deps netns-deps eval bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,10 +20,16 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium could not be installed: the browser test will be skipped"
 
+# The Milvus standalone test runs its server in a private network namespace: unshare (util-linux) and ip
+# (iproute2), as root. Without them the test skips and says why.
+netns-deps:
+	@command -v ip >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null) \
+	  || echo "iproute2 could not be installed: the Milvus standalone test will be skipped"
+
 demo: setup
 	MMRAG_SHARED_DATA=$(SHARED_DATA) bash scripts/demo.sh
 
-test: setup browser-deps
+test: setup browser-deps netns-deps
 	$(VENV)/bin/pytest -q
 
 eval: setup

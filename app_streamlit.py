@@ -31,6 +31,9 @@ from rag.errors import MmragError
 
 MODE_LABELS = {"hybrid": "Hybrid (RRF)", "clip": "CLIP", "caption": "Caption", "bm25": "BM25", "ocr": "OCR text"}
 GRID_COLUMNS = 5
+MATCH_LABELS = {"weak": "weak match", "none": "no good match"}
+# Result grids of a "no good match" turn sit in containers keyed nomatch_<turn id>: grey their thumbnails.
+NO_MATCH_CSS = '<style>[class*="st-key-nomatch_"] img { filter: grayscale(1); opacity: 0.45; }</style>'
 MAX_FILTER_DROPDOWNS = 6
 
 
@@ -224,15 +227,25 @@ def run_search(engine: Any, controls: dict[str, Any], text: str | None, image: s
         turn.results = [ResultCard.from_result(r) for r in response.results]
         turn.timings_ms = dict(response.timings_ms)
         turn.parts, turn.negations = list(response.parts), list(response.negations)
+        turn.match = getattr(response, "match", None)
     return turn
 
 
-def render_card(card: ResultCard, turn_id: int, thumbs: ThumbnailCache, retrievers: list[str]) -> None:
+def render_card(card: ResultCard, turn_id: int, thumbs: ThumbnailCache, retrievers: list[str],
+                ask: Any = None) -> None:
     clip_on = "clip" in retrievers
+    if ask is not None:  # an Ask turn: the answer's [n] links here
+        from rag.app.ask_view import card_anchor
+
+        st.markdown(f'<a id="{card_anchor(turn_id, card.rank)}"></a>', unsafe_allow_html=True)
     st.image(thumbs.get(card.path), caption=f"#{card.rank} · score {card.score:.4f}", width="stretch")
     st.caption(card.ranks_text(retrievers), help=card.caption or "(no caption)")
     if card.matched_terms:
         st.caption(f"matched: {', '.join(card.matched_terms)}")
+    if card.match in MATCH_LABELS:
+        st.caption(MATCH_LABELS[card.match])
+    if ask is not None and not any(s.sent and s.number == card.rank for s in ask.sources):
+        st.caption("not sent to the model")
     with st.expander("Caption"):
         st.markdown(highlight(card.caption, card.matched_terms) if card.caption else "(no caption)")
         st.caption(Path(card.path).name)
@@ -266,7 +279,8 @@ def run_parts_search(engine: Any, controls: dict[str, Any], chips: list[str]) ->
     return run_search(engine, controls, None, None, parts=parts)
 
 
-def render_turn(turn: Turn, thumbs: ThumbnailCache, retrievers: list[str], latest: bool = False) -> None:
+def render_turn(turn: Turn, thumbs: ThumbnailCache, retrievers: list[str], asker: Any = None,
+                latest: bool = False) -> None:
     with st.chat_message("user"):
         if turn.image_path:
             st.image(thumbs.get(turn.image_path), width=140)
@@ -276,17 +290,31 @@ def render_turn(turn: Turn, thumbs: ThumbnailCache, retrievers: list[str], lates
         if turn.error:
             st.error(turn.error)
             return
-        if latest and turn.parts and (len(turn.parts) > 1 or not turn.image_path):
+        if latest and turn.ask is None and turn.parts and (len(turn.parts) > 1 or not turn.image_path):
             render_parts_editor(turn)
+        if turn.ask is not None:
+            render_answer(turn, asker)
         if not turn.results:
             st.info("No results" + (" match these filters." if turn.filters else "."))
             return
         st.caption(turn.summary)
+        render_match_notice(turn)
+        grid = st.container(key=f"nomatch_{turn.id}" if turn.match == "none" else f"results_{turn.id}")
         for start in range(0, len(turn.results), GRID_COLUMNS):
-            columns = st.columns(GRID_COLUMNS)
+            columns = grid.columns(GRID_COLUMNS)
             for column, card in zip(columns, turn.results[start : start + GRID_COLUMNS]):
                 with column:
-                    render_card(card, turn.id, thumbs, retrievers)
+                    render_card(card, turn.id, thumbs, retrievers, turn.ask)
+
+
+def render_match_notice(turn: Turn) -> None:
+    """Say so when nothing matched well (rag/match.py: the channels' own scores, not the fused score)."""
+    what = f"“{turn.text}”" if turn.text else "this image"
+    if turn.match == "none":
+        st.warning(f"No good match for {what}: nothing in the catalog scores above the no-match threshold. "
+                   "The nearest results are shown greyed below.")
+    elif turn.match == "weak":
+        st.info(f"Only weak matches for {what}: check the results before trusting them.")
 
 
 def render_search_tab(settings: Settings, engine: Any, controls: dict[str, Any]) -> None:
@@ -300,8 +328,22 @@ def render_search_tab(settings: Settings, engine: Any, controls: dict[str, Any])
         for command in commands:
             st.code(command, language="bash", wrap_lines=True)
         return
+    st.markdown(NO_MATCH_CSS, unsafe_allow_html=True)
     board = st.container()
+    ask_on = st.toggle("Ask", key="ask_mode", help="Answer the question from the top results with the VLM "
+                       f"(sends the top {settings.ask_images} images), citing them as [1], [2]…; a question right "
+                       "after an answer refines it")  # fmt: skip
     prompt = st.chat_input("Describe the images you are looking for…", key="chat")
+    asker = None
+    if ask_on or any(t.ask_pending for t in log):
+        from rag.ask import Asker
+        from rag.errors import VLMUnavailableError
+
+        try:
+            asker = Asker(engine, ask_llm(settings), settings.ask_images)
+        except VLMUnavailableError as exc:  # e.g. a base URL that is not http(s)
+            asker = Asker(engine, None, settings.ask_images)
+            st.error(str(exc))
 
     chips = st.session_state.pop("pending_parts", None)
     if chips is not None:
@@ -318,15 +360,98 @@ def render_search_tab(settings: Settings, engine: Any, controls: dict[str, Any])
         else:
             log.add(run_search(engine, controls, None, str(path)))
     if prompt and prompt.strip():
-        log.add(run_search(engine, controls, prompt.strip(), None))
+        if ask_on and asker is not None:
+            log.add(run_ask(asker, controls, prompt.strip(), log))
+        else:
+            log.add(run_search(engine, controls, prompt.strip(), None))
 
     with board:
         if not len(log):
             st.caption(f"{size} images indexed. Type a query below, or upload an image in the sidebar.")
         for turn in log:
-            render_turn(turn, thumbs, retrievers, latest=turn is log.last)
+            render_turn(turn, thumbs, retrievers, asker, latest=turn is log.last)
         if len(log):
-            st.button("Clear chat", key="clear_chat", on_click=log.clear)
+            st.button("Clear chat", key="clear_chat", on_click=clear_chat)
+
+
+# ---------------------------------------------------------------- Ask: grounded answers (rag/ask.py)
+
+
+def ask_llm(settings: Settings) -> Any:
+    """The configured vision endpoint as a LlamaIndex LLM, or None (Ask then shows the search results only)."""
+    from rag.vision_llm import VisionChatLLM
+
+    return VisionChatLLM.from_settings(settings) if settings.vlm_base_url and settings.vlm_model else None
+
+
+def conversation() -> Any:
+    from rag.ask import Conversation
+
+    if "ask_conversation" not in st.session_state:
+        st.session_state["ask_conversation"] = Conversation()
+    return st.session_state["ask_conversation"]
+
+
+def clear_chat() -> None:
+    history().clear()
+    st.session_state.pop("ask_conversation", None)
+
+
+def run_ask(asker: Any, controls: dict[str, Any], question: str, log: History) -> Turn:
+    """Search for an Ask question; the answer streams when the turn renders. Right after an answered Ask turn,
+    the question is a follow-up that refines it; otherwise a new conversation starts."""
+    from rag.ask import Conversation
+
+    turn = Turn(text=question, image_path=None, mode=controls["mode"], k=controls["k"], filters=dict(controls["filters"]))
+    if controls["filter_error"]:
+        turn.error = f"Not asked: {controls['filter_error']}"
+        return turn
+    previous = log.last
+    follow_up = bool(previous is not None and previous.ask is not None and previous.ask.answered)
+    if not follow_up:
+        st.session_state["ask_conversation"] = Conversation()
+    try:
+        turn.ask = asker.search(question, conversation(), follow_up=follow_up, mode=turn.mode, k=turn.k,
+                                filters=turn.filters or None)
+    except MmragError as exc:
+        turn.error = str(exc)
+        return turn
+    except Exception as exc:  # noqa: BLE001 — one line in the chat, no traceback
+        turn.error = f"search failed ({type(exc).__name__}: {one_line(exc)}); press Reload index if the store moved"
+        return turn
+    turn.results = [ResultCard.from_result(r) for r in turn.ask.response.results]
+    turn.timings_ms = dict(turn.ask.response.timings_ms)
+    turn.match = turn.ask.response.match
+    turn.ask_pending = True
+    return turn
+
+
+def render_answer(turn: Turn, asker: Any) -> None:
+    """Stream the answer once (the turn's first render), then show it with citations linked to the cards."""
+    from rag.app.ask_view import link_citations
+    from rag.ask import NO_ENDPOINT
+    from rag.errors import VLMUnavailableError
+
+    ask = turn.ask
+    if ask.search_text != ask.question:
+        st.caption(f"Follow-up: searched for “{ask.search_text}”")
+    box = st.empty()
+    if turn.ask_pending and asker is not None:
+        turn.ask_pending = False
+        try:
+            box.write_stream(asker.stream(ask, conversation()))
+        except VLMUnavailableError:
+            pass  # ask.error holds the one line
+        except Exception as exc:  # noqa: BLE001 — never a traceback in the chat
+            ask.error = f"no answer ({type(exc).__name__}: {one_line(exc)})"
+    if ask.error == NO_ENDPOINT:
+        box.info(NO_ENDPOINT)
+    elif ask.error:
+        box.error(f"No answer: {ask.error}")
+    elif ask.answered:
+        box.markdown(link_citations(ask.answer, turn.id, ask.sources))
+        for citation in ask.flagged:
+            st.warning(citation.problem)
 
 
 # ---------------------------------------------------------------- inspection tab

@@ -353,6 +353,7 @@ class EvalOptions:
     show_progress: bool = True
     query_tables: str = "on"  # on | off | only: the negation, composite and multilingual tables (eval/query_tables.py)
     multilingual: Path | None = None  # hand translations of the gold queries (None: eval/multilingual_queries.json)
+    absent: Path | None = None  # absent queries for the no-match table (None: eval/absent_queries.json; skipped if missing)
 
 
 EngineFactory = Callable[[IndexSpec, Settings, Catalog, bool], tuple[Any, dict[str, Any]]]
@@ -484,7 +485,8 @@ def run_experiments(opts: EvalOptions, settings: Settings, *, engine_factory: En
             by_index.setdefault(IndexSpec(tm, base.clip_model, "catalog"), [])
 
     results: dict[str, RunResult] = {}
-    extra: dict[str, Any] = {"rankings": {}, "pair_scores": {}, "sweep": None, "index_reports": {}, "load_average": {}}
+    extra: dict[str, Any] = {"rankings": {}, "pair_scores": {}, "sweep": None, "index_reports": {}, "load_average": {},
+                             "no_match": None}
     t_start = time.time()
     for spec in sorted(by_index, key=lambda s: (s != base, s.slug())):
         quality = spec.clip_model is None or clip_status.get(spec.clip_model) == "ok"
@@ -584,6 +586,20 @@ def _make_rerankers(engine: Any, settings: Settings, with_vlm: bool) -> dict[boo
     return out
 
 
+def no_match_table(engine: Any, spec: IndexSpec, gold: GoldSet, opts: EvalOptions, settings: Settings) -> dict[str, Any] | None:
+    """The no-match calibration on the base index (fit on one seeded half, held-out numbers on the other), and
+    whether the shipped thresholds file holds the same fit."""
+    from eval.absent import DEFAULT_ABSENT, load_absent
+    from eval.match_calibration import calibrate, compare_shipped
+
+    path = opts.absent or DEFAULT_ABSENT
+    if not Path(path).is_file() or not {"caption", "bm25", "clip"} & set(getattr(engine, "channel_names", [])):
+        return None
+    doc = calibrate(engine, gold, load_absent(path), show_progress=opts.show_progress)
+    compare_shipped(doc, settings.match_thresholds, spec.text_model)
+    return doc
+
+
 def _base_extras(engine: Any, spec: IndexSpec, gold: GoldSet, catalog: Catalog, opts: EvalOptions, settings: Settings,
                  extra: dict[str, Any], results: dict[str, RunResult]) -> None:
     """Full single-retriever rankings (failure analysis, similarity histograms) and the weight sweep."""
@@ -596,6 +612,7 @@ def _base_extras(engine: Any, spec: IndexSpec, gold: GoldSet, catalog: Catalog, 
             extra["rankings"].setdefault(form, {})[mode] = {qid: {f: r for f, (r, _) in rk.items()} for qid, rk in ranks.items()}
             if form == PRIMARY_FORM:
                 extra["pair_scores"][mode] = pair_scores(ranks, gold, missing=0.0 if mode == "bm25" else None)
+    extra["no_match"] = no_match_table(engine, spec, gold, opts, settings)
     if not opts.sweep or "hybrid" not in getattr(engine, "available_modes", ("hybrid",)):
         return
     points = []

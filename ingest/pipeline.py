@@ -27,7 +27,7 @@ from rag.config import Settings
 from rag.encoders import Encoders
 from rag.errors import MmragError
 from rag.hashing import file_sha256
-from rag.images import BadImageError, load_image
+from rag.images import BadImageError, read_image
 from rag.store import CatalogStore
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,14 @@ class Indexer:
         pending: list[bool] = []
         for item in batch:
             try:
-                image = load_image(item.path)
+                loaded = read_image(item.path)  # the id is the hash of exactly the bytes decoded
             except BadImageError as exc:
                 self.report.bad_files.append((str(item.path), str(exc)))
                 continue
+            self.report.warnings.extend((str(item.path), w) for w in loaded.warnings)
+            if loaded.sha256 != item.content_hash:  # the file changed since it was hashed: index what was read
+                item = _Item(item.path, loaded.sha256)
+            image = loaded.image
             caption = self.builder.build(item.content_hash, item.path, image)
             is_pending = bool(getattr(caption, "pending", False))
             if is_pending:
@@ -155,15 +159,14 @@ class Indexer:
 
     def _encode(self, items: list[IndexItem], pending: list[bool]) -> dict[str, list[list[float]]]:
         """One vector per item per dense channel; an item whose encoding fails is dropped (and reported) alone."""
-        vectors: dict[str, list[list[float]]] = {}
+        vectors: dict[str, list[Any]] = {}
         for channel in self.dense:
             values = [channel.index_source(item) for item in items]
-            try:
-                vectors[channel.name] = self.encoders.index_batch(channel.encoder, values)
-            except (BadImageError, ValueError, RuntimeError, MemoryError):
-                vectors[channel.name] = self._one_by_one(channel, items, values)
-            keep = [i for i, v in enumerate(vectors[channel.name]) if v is not None]
-            if len(keep) < len(items):
+            vectors[channel.name], errors = self.encoders.index_batch_isolated(channel.encoder, values)
+            for i, why in sorted(errors.items()):
+                self.report.bad_files.append((items[i].path, why))
+            if errors:
+                keep = [i for i in range(len(items)) if i not in errors]
                 for name in vectors:
                     vectors[name] = [vectors[name][i] for i in keep]
                 items[:] = [items[i] for i in keep]
@@ -173,16 +176,6 @@ class Indexer:
                 self.report.near_duplicates.extend(_near_duplicates(
                     self.store, channel, ids, np.asarray(vectors[channel.name]), self.near_duplicate_cosine))
         return vectors
-
-    def _one_by_one(self, channel: Channel, items: list[IndexItem], values: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        for item, value in zip(items, values):
-            try:
-                out.append(self.encoders.index_batch(channel.encoder, [value])[0])
-            except (BadImageError, ValueError, RuntimeError, MemoryError) as exc:
-                self.report.bad_files.append((item.path, f"{channel.name} encoding failed: {str(exc)[:160]}"))
-                out.append(None)
-        return out
 
 
 def index_folder(folder: Path, settings: Settings, *, metadata: Path | None = None, ocr: bool = False,

@@ -28,6 +28,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MMRAG_FUSION_WEIGHTS": ",".join(f"{k}={v:g}" for k, v in settings.fusion_weights.items()),
         "MMRAG_FUSION": settings.fusion,
         "MMRAG_QUERY_THREADS": str(settings.query_threads),
+        "MMRAG_MATCH_THRESHOLDS": str(Path(settings.match_thresholds).resolve()),
+        "MMRAG_ASK_IMAGES": str(settings.ask_images),
     }
     optional = {
         "MMRAG_URI": settings.uri,

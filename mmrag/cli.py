@@ -1,4 +1,4 @@
-"""`mmrag index|search|inspect|eval|app`: the command line and composition root.
+"""`mmrag index|search|ask|inspect|eval|app`: the command line and composition root.
 
 It parses flags, builds Settings, wires rag/ (library), ingest/ and eval/ together and prints.
 Errors are one line on stderr, never a traceback (--debug shows it).
@@ -193,11 +193,28 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"in {response.timings_ms.get('total', 0):.0f} ms")
     if len(response.parts) > 1 or response.negations:
         print(parts_line(response))
+    print_results(response, str(args.query or args.image or " ".join(args.plus)))
+    return 0
+
+
+def match_line(response: Any, label: str) -> str | None:
+    """The one line that says a query found nothing good (rag/match.py); None when the match is good or unknown."""
+    if response.match == "none":
+        return f"no good match for {label!r}: the nearest results are shown below"
+    if response.match == "weak":
+        return f"only weak matches for {label!r}: check the results below"
+    return None
+
+
+def print_results(response: Any, label: str) -> None:
+    line = match_line(response, label)
+    if line:
+        print(line)
     for r in response.results:
         ranks = " ".join(f"{name}={rank if rank is not None else '-'}" for name, rank in r.ranks.items())
+        match = f"  ({r.match})" if r.match else ""
         matched = f"  matched: {', '.join(r.matched_terms)}" if r.matched_terms else ""
-        print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]{matched}  {r.path}\n      {r.caption[:110]}")
-    return 0
+        print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]{match}{matched}  {r.path}\n      {r.caption[:110]}")
 
 
 def option_parts(plus: list[str], minus: list[str]) -> list[Any]:
@@ -245,13 +262,114 @@ def _batch_search(engine: Any, args: argparse.Namespace, filters: dict[str, str]
     return 2 if failed else 0
 
 
-# ---------------------------------------------------------------- inspect / eval / app (their own modules)
-def _delegate(sub: Any, name: str, help_text: str, module: str, add: str, run: str) -> None:
-    p = sub.add_parser(name, help=help_text)
+# ---------------------------------------------------------------- ask
+CONVERSATION_FILE = "ask_conversation.json"  # under the data dir: the last answered conversation (--follow-up)
+
+
+def _add_ask(sub: Any) -> None:
+    p = sub.add_parser("ask", help="answer a question from the top search results with the configured VLM, citing them")
+    p.add_argument("question", help='e.g. "which photos show a dog on a beach, and what are the dogs doing?"')
+    p.add_argument("--follow-up", action="store_true",
+                   help="refine the previous answered `mmrag ask` (same --data-dir): search with its search text plus "
+                        "this question, and send the earlier questions and answers as chat history")
+    p.add_argument("--images", type=int, help="top results sent to the model as images (default 5, env MMRAG_ASK_IMAGES)")
+    p.add_argument("-k", type=int, default=10, help="results retrieved and listed (default 10)")
+    p.add_argument("--mode", default="hybrid", help="hybrid (default) or one channel: clip, caption, bm25, ocr")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="metadata filter, repeatable (AND)")
+    p.add_argument("--json", action="store_true", help="print the turn as JSON (no streaming)")
+    _add_common(p)
+    p.set_defaults(func=cmd_ask)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from rag.ask import Asker, Conversation
+    from rag.errors import VLMUnavailableError
+    from rag.search import SearchEngine, limit_query_threads
+    from rag.vision_llm import VisionChatLLM
+
+    settings = settings_from_args(args)
+    if args.images is not None:
+        settings = replace(settings, ask_images=args.images)
+    saved = settings.data_dir / CONVERSATION_FILE
+    conversation = Conversation()
+    if args.follow_up:
+        if not saved.is_file():
+            raise MmragError("no earlier answered question to follow up (none saved in the data dir): ask one first")
+        try:
+            conversation = Conversation.from_dict(json.loads(saved.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise MmragError(f"cannot read the saved conversation {saved}: {exc}") from None
+    llm = VisionChatLLM.from_settings(settings) if settings.vlm_base_url and settings.vlm_model else None
+    limit_query_threads(settings.query_threads)
+    with SearchEngine.open(settings, models_from_index=args.clip_model is None and args.text_model is None) as engine:
+        asker = Asker(engine, llm, settings.ask_images)
+        turn = asker.search(args.question, conversation, follow_up=args.follow_up, mode=args.mode, k=args.k,
+                            filters=parse_filters(args.filter))
+        if args.json:
+            failed = False
+            try:
+                for _ in asker.stream(turn, conversation):
+                    pass
+            except VLMUnavailableError:
+                failed = True
+            print(json.dumps({**turn.to_dict(), "model": settings.vlm_model if llm else None}, indent=2, ensure_ascii=False))
+        else:
+            failed = _print_ask(asker, turn, conversation, llm)
+    if turn.answered:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(conversation.to_dict(), ensure_ascii=False), encoding="utf-8")
+    return 2 if failed else 0
+
+
+def _print_ask(asker: Any, turn: Any, conversation: Any, llm: Any) -> bool:
+    """Results, then the streamed answer and its citations; True when the endpoint failed (its line on stderr)."""
+    from rag.ask import NO_ENDPOINT
+    from rag.errors import VLMUnavailableError
+
+    response = turn.response
+    print(f"{response.mode} search for {turn.search_text!r}: {len(response.results)} result(s), "
+          f"{len(turn.sent)} sent as images" + (f" to {llm.model}" if llm else ""))
+    line = match_line(response, turn.search_text)
+    if line:
+        print(line)
+    for s in turn.sources:
+        print(f"[{s.number}]{'' if s.sent else ' (not sent)'} {s.path}\n      {s.caption[:110]}")
+    if llm is None:
+        print(NO_ENDPOINT)
+        return False
+    print("answer:")
     try:
+        for delta in asker.stream(turn, conversation):
+            print(delta, end="", flush=True)
+    except VLMUnavailableError as exc:
+        print()
+        print(f"mmrag: error: no answer: {_one_line(exc)}", file=sys.stderr)
+        return True
+    print()
+    by_number = {s.number: s for s in turn.sources}
+    for c in turn.citations:
+        if c.sent:
+            print(f"  cited [{c.number}] {by_number[c.number].path}")
+        else:
+            print(f"  warning: {c.problem}")
+    if turn.error:
+        print(turn.error)
+    return False
+
+
+# ---------------------------------------------------------------- inspect / eval / app (their own modules)
+def _delegate(sub: Any, name: str, help_text: str, module: str, add: str, run: str, load: bool) -> None:
+    """A subcommand that lives in its own module, imported only when that subcommand runs (imports cost CPU)."""
+    p = sub.add_parser(name, help=help_text)
+    runner: Callable[..., int]
+    try:
+        if not load:
+            raise LookupError  # another subcommand runs: skip this module's import
         mod = __import__(module, fromlist=[add, run])
         getattr(mod, add)(p)
-        runner: Callable[..., int] = getattr(mod, run)
+        runner = getattr(mod, run)
+    except LookupError:
+        runner = _unloaded
     except ImportError as exc:  # keep the rest of the CLI usable if an optional part cannot import
         message = f"`mmrag {name}` is unavailable: {exc}"
 
@@ -262,16 +380,38 @@ def _delegate(sub: Any, name: str, help_text: str, module: str, add: str, run: s
     p.set_defaults(func=lambda args: runner(args, settings_from_args(args)))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _unloaded(args: argparse.Namespace, settings: Settings) -> int:
+    raise MmragError("internal: subcommand module not loaded")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """All subcommands; the modules of inspect/eval/app are imported only for the one named in argv."""
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="mmrag", description="Hybrid multimodal retrieval and VLM inspection over Milvus.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_index(sub)
     _add_search(sub)
+    _add_ask(sub)
     _delegate(sub, "inspect", "ask a VLM about defects in images and score it (plus a pixel baseline)",
-              "rag.inspection.cli", "add_inspect_arguments", "run_inspect")
-    _delegate(sub, "eval", "retrieval eval: gold queries, ablations, plots, report", "eval.cli", "add_eval_arguments", "run_eval")
-    _delegate(sub, "app", "start the Streamlit app on 127.0.0.1", "mmrag.app_launcher", "add_app_arguments", "run_app")
+              "rag.inspection.cli", "add_inspect_arguments", "run_inspect", command == "inspect")
+    _delegate(sub, "eval", "retrieval eval: gold queries, ablations, plots, report", "eval.cli", "add_eval_arguments",
+              "run_eval", command == "eval")
+    _delegate(sub, "app", "start the Streamlit app on 127.0.0.1", "mmrag.app_launcher", "add_app_arguments", "run_app",
+              command == "app")
     return parser
+
+
+def _quiet_milvus_loggers() -> None:
+    """pymilvus and Milvus Lite log their own tracebacks (a dead server, a held folder); we print one line instead.
+
+    pymilvus configures its loggers when imported, so it is imported first and its loggers are set after.
+    """
+    import pymilvus  # noqa: F401
+
+    for name in list(logging.root.manager.loggerDict) + ["pymilvus", "milvus_lite"]:
+        if name.split(".")[0] in ("pymilvus", "milvus_lite"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -282,11 +422,12 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # for the tokenizers library, before it loads
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs tracebacks itself; we print one line
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # per-load "Loading weights" bars; our own progress is tqdm
-    args = build_parser().parse_args(argv)
+    # gRPC's C core prints keepalive notes ("too_many_pings") from Milvus Lite during long OCR/VLM runs; real
+    # failures still surface as exceptions and one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    args = build_parser(argv).parse_args(argv)
+    if not args.debug:
+        _quiet_milvus_loggers()
     try:
         return int(args.func(args) or 0)
     except MmragError as exc:

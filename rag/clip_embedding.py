@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,19 +20,37 @@ from pydantic import PrivateAttr
 
 from rag.errors import ModelUnavailableError
 from rag.hub import load_from_hub_or_folder
-from rag.images import load_image
+from rag.images import BadImageError, check_shape, decode_image, load_image
 
 ImageInput = ImageType | Image.Image | Path
 
 
 def _as_pil(image: ImageInput) -> Image.Image:
+    """RGB PIL image through the same checks as catalog files (size, aspect ratio); BadImageError otherwise."""
     if isinstance(image, Image.Image):
+        check_shape(*image.size)
         return image.convert("RGB")
-    if isinstance(image, (bytes, bytearray)):
-        return Image.open(io.BytesIO(image)).convert("RGB")
-    if isinstance(image, io.IOBase):
-        return Image.open(image).convert("RGB")
-    return load_image(image)
+    if isinstance(image, (bytes, bytearray, io.IOBase)):
+        return decode_image(image)[0]
+    try:
+        return load_image(image)
+    except BadImageError as exc:
+        raise BadImageError(f"{Path(image).name}: {exc}") from exc
+
+
+def _short_side(processor: Any) -> int | None:
+    """The side CLIP preprocessing scales the short side to (None: it resizes to a fixed square)."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    side = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+    return int(side) if side else None
+
+
+@dataclass
+class ImageBatchResult:
+    """One vector per input image, None where that image failed; errors maps input index -> one-line reason."""
+
+    vectors: list[Embedding | None]
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 def _features(output: Any) -> Any:
@@ -76,6 +95,7 @@ class ClipEmbedding(MultiModalEmbedding):
         source = str(local) if local.exists() else model_id
         previous = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the torchvision-less PIL image-processor fallback warns on every load
+        hf_logging.disable_progress_bar()  # per-load "Loading weights" bars; our own progress is tqdm
         try:
             model, processor = _load_pretrained(source)
             model = model.to(device).eval()
@@ -113,10 +133,17 @@ class ClipEmbedding(MultiModalEmbedding):
             features = _features(self._model.get_text_features(**inputs))
             return torch.nn.functional.normalize(features.float(), dim=-1).cpu().tolist()
 
+    def _checked_pil(self, image: ImageInput) -> Image.Image:
+        pil = _as_pil(image)
+        side = _short_side(self._processor)
+        if side:  # the size the processor's resize produces before its centre crop
+            check_shape(*pil.size, short_side=side)
+        return pil
+
     def _encode_images(self, images: Sequence[ImageInput]) -> list[Embedding]:
         import torch
 
-        pil_images = [_as_pil(image) for image in images]
+        pil_images = [self._checked_pil(image) for image in images]
         with torch.inference_mode():
             inputs = self._processor(images=pil_images, return_tensors="pt")
             pixels = inputs["pixel_values"].to(self.device, dtype=self._model.dtype)
@@ -149,6 +176,36 @@ class ClipEmbedding(MultiModalEmbedding):
 
     def _get_image_embeddings(self, img_file_paths: list[ImageInput]) -> list[Embedding]:
         return self._batched(img_file_paths, self._encode_images)
+
+    def embed_images_isolated(self, images: Sequence[ImageInput]) -> ImageBatchResult:
+        """Embed in batches; images that fail are reported by index and never cost the rest of their batch.
+
+        Each image is checked first (a known-bad one is left out before batching); if a batch still fails
+        (out of memory, a decoder error), its images are embedded one by one.
+        """
+        result = ImageBatchResult([None] * len(images))
+        ready: list[tuple[int, Image.Image]] = []
+        for i, image in enumerate(images):
+            try:
+                ready.append((i, self._checked_pil(image)))
+            except (BadImageError, OSError, ValueError) as exc:
+                result.errors[i] = str(exc) if isinstance(exc, BadImageError) else f"cannot embed: {exc}"
+        for start in range(0, len(ready), self.embed_batch_size):
+            chunk = ready[start : start + self.embed_batch_size]
+            try:
+                vectors = self._encode_images([pil for _, pil in chunk])
+            except (MemoryError, RuntimeError, ValueError, OSError):
+                vectors = [self._embed_one(i, pil, result.errors) for i, pil in chunk]
+            for (i, _), vector in zip(chunk, vectors):
+                result.vectors[i] = vector
+        return result
+
+    def _embed_one(self, index: int, image: Image.Image, errors: dict[int, str]) -> Embedding | None:
+        try:
+            return self._encode_images([image])[0]
+        except (MemoryError, RuntimeError, ValueError, OSError) as exc:
+            errors[index] = f"CLIP embedding failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+            return None
 
 
 def _use_bf16(device: str, forced: str = "") -> bool:

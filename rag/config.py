@@ -16,6 +16,8 @@ from rag.errors import MmragError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+# Per-channel "no good match" thresholds, fitted by `python -m eval.match_calibration` (never edited by hand).
+DEFAULT_MATCH_THRESHOLDS = REPO_ROOT / "rag" / "match_thresholds.json"
 FUSIONS = ("client", "native")
 # Index-type overrides: environment variable -> (index_params key, type). Applied when a collection is created.
 INDEX_OVERRIDES = {
@@ -126,11 +128,15 @@ class Settings:
     clip_dtype: str = ""  # "", "fp32" or "bf16" ("" = bf16 where the CPU has native bf16)
     index_overrides: dict[str, Any] = field(default_factory=dict)
     openai_api_key: str | None = None  # for the openai:text-embedding-* caption model
+    match_thresholds: Path = DEFAULT_MATCH_THRESHOLDS  # JSON of fitted per-channel thresholds ("match": good/weak/none)
+    ask_images: int = 5  # `mmrag ask` / the app's Ask: how many top results are sent to the VLM as images
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise MmragError(f"unknown fusion {self.fusion!r}: choose client (LlamaIndex weighted RRF) or native (Milvus hybrid_search)")
         check_weights(self.fusion_weights, [])
+        if isinstance(self.ask_images, bool) or not isinstance(self.ask_images, int) or not 1 <= self.ask_images <= 20:
+            raise MmragError(f"ask_images={self.ask_images!r}: send between 1 and 20 images to the VLM (MMRAG_ASK_IMAGES)")
 
     @property
     def store_uri(self) -> str:
@@ -162,9 +168,10 @@ class Settings:
             fusion = "native"
         try:
             threads = int(get("MMRAG_QUERY_THREADS", "1") or 0)
+            ask_images = int(get("MMRAG_ASK_IMAGES", "5") or 5)
             timeout = float(get("MMRAG_VLM_TIMEOUT_S", "60") or 60)
         except ValueError as exc:
-            raise MmragError(f"bad number in MMRAG_QUERY_THREADS/MMRAG_VLM_TIMEOUT_S: {exc}") from None
+            raise MmragError(f"bad number in MMRAG_QUERY_THREADS/MMRAG_VLM_TIMEOUT_S/MMRAG_ASK_IMAGES: {exc}") from None
         return cls(
             data_dir=Path(get("MMRAG_DATA_DIR", "mmrag_data") or "mmrag_data"),
             uri=get("MMRAG_URI"),
@@ -182,4 +189,6 @@ class Settings:
             clip_dtype=(get("MMRAG_CLIP_DTYPE", "") or "").lower(),
             index_overrides=index_overrides_from_env(environ),
             openai_api_key=get("OPENAI_API_KEY"),
+            match_thresholds=Path(get("MMRAG_MATCH_THRESHOLDS") or DEFAULT_MATCH_THRESHOLDS),
+            ask_images=ask_images,
         )

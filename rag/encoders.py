@@ -24,7 +24,8 @@ class Encoders:
         """The settings' models, unless passed in (the app and eval share loaded ones)."""
         if clip is None and settings.clip_model:
             clip = load_clip(settings.clip_model, batch_size=settings.batch_size, dtype=settings.clip_dtype)
-        text = text or make_text_embedder(settings.text_model, openai_api_key=settings.openai_api_key)
+        text = text or make_text_embedder(settings.text_model, openai_api_key=settings.openai_api_key,
+                                          trace_dir=settings.data_dir / "models")
         return cls(clip, text)
 
     def has(self, encoder: str | None) -> bool:
@@ -46,6 +47,24 @@ class Encoders:
         if encoder == "clip":
             return self._need_clip().get_image_embedding_batch(list(values))
         return self.text.get_text_embedding_batch([v or " " for v in values])
+
+    def index_batch_isolated(self, encoder: str, values: Sequence[Any]) -> tuple[list[Any], dict[int, str]]:
+        """Like index_batch, but an item that fails gets None and a reason (by index); the others still get vectors."""
+        if encoder == "clip":
+            result = self._need_clip().embed_images_isolated(list(values))
+            return list(result.vectors), dict(result.errors)
+        try:
+            return self.index_batch(encoder, values), {}
+        except (ValueError, RuntimeError, MemoryError):
+            vectors: list[Any] = []
+            errors: dict[int, str] = {}
+            for i, value in enumerate(values):
+                try:
+                    vectors.append(self.index_batch(encoder, [value])[0])
+                except (ValueError, RuntimeError, MemoryError) as exc:
+                    vectors.append(None)
+                    errors[i] = f"{encoder} embedding failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+            return vectors, errors
 
     def query(self, encoder: str, value: Any) -> list[float] | None:
         """A query-side vector: for "clip" a Path (image) or text, for "text" text only (None otherwise)."""

@@ -74,14 +74,6 @@ def default_index_type(n_vectors: int, server: bool = False) -> str:
     return "FLAT" if n_vectors <= (FLAT_MAX_VECTORS if server else LITE_FLAT_MAX_VECTORS) else "HNSW"
 
 
-def is_milvus_lite(client: Any) -> bool:
-    """True for Milvus Lite, embedded or behind `milvus-lite server` (its version string says so)."""
-    try:
-        return str(client.get_server_version()).startswith("milvus_lite")
-    except Exception:  # an old server without GetVersion is not Lite
-        return False
-
-
 def _check_positive(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise MmragError(f"index parameter {key}={value!r} must be a positive integer")
@@ -98,7 +90,7 @@ def index_params_for(
 
     overrides may set index_type, M, efConstruction, ef, nlist, nprobe (and other keys the chosen
     index type knows). server=False means Milvus Lite (embedded, or `milvus-lite server`: see
-    is_milvus_lite), which builds only LITE_INDEX_TYPES: a type it cannot build falls back to HNSW
+    rag.milvus_caps), which builds only LITE_INDEX_TYPES: a type it cannot build falls back to HNSW
     (or FLAT for small catalogs) with a logged note. server=True means a Milvus standalone/cluster.
     """
     metric = metric.upper()

@@ -14,11 +14,12 @@ from typing import Any, Sequence
 
 from rag.channels import BM25, DENSE, Channel, QueryPart, declared
 from rag.clip_embedding import ClipEmbedding
-from rag.config import Settings, check_weights
+from rag.config import DEFAULT_MATCH_THRESHOLDS, Settings, check_weights
 from rag.encoders import Encoders, combine
 from rag.errors import MmragError
 from rag.fusion import WeightedRRFRetriever, check_native_weights
 from rag.hashing import file_sha256
+from rag.match import MatchJudge, best
 from rag.milvus_filters import Filter
 from rag.query_parser import Negation, matched_terms, negative_term_groups, parse_query, parts_to_dicts
 from rag.retrievers import ChannelRetriever, SearchQuery
@@ -39,6 +40,7 @@ class SearchResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, float | None] = field(default_factory=dict)  # each channel's own score (cosine, BM25)
     matched_terms: list[str] = field(default_factory=list)  # positive query tokens (rag.bm25) its caption holds
+    match: str | None = None  # "good" | "weak" | "none" from the calibrated channels' scores (rag/match.py)
 
 
 @dataclass
@@ -51,6 +53,8 @@ class SearchResponse:
     fusion: str | None = None
     parts: list[QueryPart] = field(default_factory=list)  # what was searched: the parsed query
     negations: list[Negation] = field(default_factory=list)  # negations found in the plain text
+    match: str | None = None  # the best result's match; None: no calibrated channel took part
+    match_evidence: dict[str, float | None] = field(default_factory=dict)  # channel -> strongest normalised score
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -65,6 +69,8 @@ class SearchResponse:
             out["fusion"] = self.fusion
         out["parts"] = parts_to_dicts(self.parts)
         out["negations"] = [n.to_dict() for n in self.negations]
+        out["match"] = self.match
+        out["match_evidence"] = {k: (round(v, 4) if v is not None else None) for k, v in self.match_evidence.items()}
         return out
 
 
@@ -92,6 +98,9 @@ class SearchEngine:
         # Channels this process can query: a CLIP channel needs the CLIP model loaded.
         self.channels: list[Channel] = [c for c in store.channels if encoders.has(c.encoder)]
         self._retrievers = {c.name: ChannelRetriever(c, store) for c in self.channels}
+        self.match_judge = MatchJudge.load(settings.match_thresholds, text_model=encoders.text.model_name,
+                                           clip_model=settings.clip_model if encoders.clip is not None else None,
+                                           required=Path(settings.match_thresholds) != DEFAULT_MATCH_THRESHOLDS)
 
     @property
     def clip(self) -> ClipEmbedding | None:
@@ -163,13 +172,12 @@ class SearchEngine:
         timings: dict[str, float] = {}
         names = self.channel_names if mode == HYBRID else [mode]
         if mode == HYBRID:
+            check_weights(weights, names)
             names = [n for n in names if weights.get(n, 1.0) > 0]
         inputs = self._inputs([self.store.channel(n) for n in names], parts, timings)
         names = [n for n in names if n in inputs]
         if not names:
             raise MmragError(self._nothing_to_search(mode, image))
-        if mode == HYBRID:
-            check_weights(weights, names)
         query = SearchQuery(query_str=" ".join(p.text for p in parts if p.text and not p.negative),
                             inputs=inputs, top_k=max(k, CANDIDATES_PER_CHANNEL),
                             filter=self.store.filter(filters, own_ids), timings_ms=timings)
@@ -191,9 +199,23 @@ class SearchEngine:
             metadata = {key: value for key, value in row.items() if key not in ("id", "path", "caption")}
             results.append(SearchResult(doc_id, row["path"], score, len(results) + 1, ranks, row["caption"], metadata,
                                         scores, matched_terms(parts, row["caption"])))
+        match, evidence = self._judge_match(results, query)
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResponse(text or "", mode, results, timings, image=str(image) if image is not None else None,
-                              fusion=fusion if mode == HYBRID else None, parts=parts, negations=negations)
+                              fusion=fusion if mode == HYBRID else None, match=match, match_evidence=evidence,
+                              parts=parts, negations=negations)
+
+    def _judge_match(self, results: list[SearchResult], query: SearchQuery) -> tuple[str | None, dict[str, float | None]]:
+        """Set each result's match and return the query's (rag/match.py); native fusion records no channel scores."""
+        thresholds = self.match_judge.for_voters(name for name in query.inputs if name in query.scores)
+        if not thresholds:
+            return None, {}
+        context = {"bm25_text": str(query.inputs.get("bm25") or ""),
+                   "n_docs": self.store.count() if "bm25" in thresholds else 0}
+        for result in results:
+            result.match = self.match_judge.result_level(result.scores, thresholds, **context)
+        evidence = self.match_judge.query_evidence(results, thresholds, **context)
+        return best(r.match for r in results) or "none", evidence
 
     def _check_mode(self, mode: str, k: int, fusion: str) -> None:
         if mode not in self.available_modes:
@@ -209,10 +231,13 @@ class SearchEngine:
     def _weights(self, weights: dict[str, float] | None) -> dict[str, float]:
         """Settings' weights overridden per call; per-call names must be channels of this index."""
         known = [c.name for c in self.store.channels]
-        bad = sorted(set(weights or {}) - set(known))
+        merged = {**self.settings.fusion_weights, **(weights or {})}
+        # Settings may weigh a declared channel this index lacks (clip on a caption-side index); a name that is
+        # no channel at all, or a per-call name this index lacks, is a typo worth one line.
+        declared_names = {c.name for c in declared()}
+        bad = sorted((set(weights or {}) - set(known)) | (set(merged) - declared_names))
         if bad:
             raise MmragError(f"unknown channel {', '.join(bad)} in weights: this index has {', '.join(known)}")
-        merged = {**self.settings.fusion_weights, **(weights or {})}
         check_weights(merged, [])
         return {name: merged.get(name, 1.0) for name in known}
 

@@ -193,9 +193,6 @@ class CatalogStore:
             self._create(dims, channels, models, expected_rows)
         else:
             self._adopt(dims)
-        if self.info is not None and not self.caps.bm25_function and any(c.kind == BM25 for c in self.channels):
-            log.warning("%s has no BM25 function: BM25 channels are scored in this process (texts read once at first "
-                        "use); Milvus 2.5+ or Milvus Lite score them in the server", self.caps.label)
 
     def _adopt(self, dims: dict[str, int]) -> None:
         assert self.info is not None
@@ -459,6 +456,9 @@ class CatalogStore:
         """BM25 where the server has no BM25 function: the texts are read once, then scored in this process."""
         index = self._bm25.get(channel.name)
         if index is None:
+            if not self._bm25:
+                log.warning("%s has no BM25 function: BM25 channels are scored in this process (texts read once); "
+                            "Milvus 2.5+ or Milvus Lite score them in the server", self.caps.label)
             with self._milvus("reading texts for client-side BM25"):
                 rows = list(self._scan(self.collection_of(channel), [ID, channel.text_field]))
             index = self._bm25[channel.name] = BM25Index([r[ID] for r in rows], [r[channel.text_field] for r in rows])
@@ -493,9 +493,6 @@ class CatalogStore:
             row: dict[str, Any] = {k: v for k, v in item.metadata.items()
                                    if FIELD_NAME.fullmatch(k) and k not in SCALARS and not k.startswith("$")}
             row.update({ID: item.id, PATH: item.path, CAPTION: (item.caption or "")[:MAX_TEXT_CHARS], PENDING: bool(pending[i])})
-            for channel in self.channels:
-                if channel.kind == BM25:
-                    row[channel.text_field] = bm25_text(channel.index_source(item) or "")
             rows.append(row)
         stale = ids_filter(ID, [i.id for i in items], negate=True)
         stale_expr = f"{PATH} in [{', '.join(json.dumps(i.path, ensure_ascii=False) for i in items)}] and {stale.expr}"
@@ -505,9 +502,13 @@ class CatalogStore:
                 out = []
                 for i, row in enumerate(rows):
                     full = dict(row)
-                    for channel in self.dense_channels:
-                        if self.collection_of(channel) == name:
+                    for channel in self.channels:
+                        if self.collection_of(channel) != name:
+                            continue
+                        if channel.kind == DENSE:
                             full[channel.field] = [float(x) for x in vectors[channel.name][i]]
+                        else:
+                            full[channel.text_field] = bm25_text(channel.index_source(items[i]) or "")
                     out.append(full)
                 self.client.upsert(name, out)
             self._record_field_types(items)

@@ -1,8 +1,9 @@
 """Client for any OpenAI-compatible chat endpoint with vision (OpenAI, vLLM, Ollama, LM Studio).
 
-One image per call, sent inline as a base64 data URI. Retries 429/5xx and timeouts with exponential
-backoff; everything that means "no usable answer from the endpoint" becomes one readable
-VLMUnavailableError line.
+One image per call, sent inline as a base64 data URI. Retries 429/5xx, timeouts and dropped or refused
+connections with exponential backoff; everything that means "no usable answer from the endpoint" becomes
+one readable VLMUnavailableError line that says what came back. A reply cut off at the token limit
+(finish_reason "length") is an error, never an answer: callers must not cache or repair it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import openai
 
 from rag.errors import MmragError, VLMUnavailableError
@@ -61,7 +63,35 @@ class VLMEndpointError(VLMUnavailableError):
 
 
 class VLMResponseError(VLMUnavailableError):
-    """This one call got no usable answer (retries exhausted, malformed body, request refused)."""
+    """This one call got no usable answer (retries exhausted, malformed body, request refused).
+
+    transport=True when the endpoint itself failed (timeouts, 429/5xx, dropped connections after every retry):
+    many of those in a row mean the endpoint is down, not the image."""
+
+    def __init__(self, message: str, *, transport: bool = False) -> None:
+        super().__init__(message)
+        self.transport = transport
+
+
+class VLMTruncatedError(VLMResponseError):
+    """The reply stopped at the token limit (or a content filter): an unfinished answer, never to be used or cached."""
+
+
+def _excerpt(text: str | None, limit: int = 200) -> str:
+    """What came back, on one line and short enough for a summary."""
+    flat = " ".join((text or "").split())
+    if not flat:
+        return "(empty body)"
+    return repr(flat[:limit] + ("..." if len(flat) > limit else ""))
+
+
+def _connection_reason(exc: openai.APIConnectionError) -> tuple[bool, str]:
+    """(could not connect at all, reason): refused/DNS is the endpoint being unreachable; the rest is a dropped call."""
+    cause = exc.__cause__ or exc
+    text = " ".join(str(cause).split())[:160]
+    if isinstance(cause, httpx.ConnectError) or "refused" in text.lower():
+        return True, "connection refused" if "refused" in text.lower() else (text or "connection error")
+    return False, text or type(cause).__name__
 
 
 def _status_detail(exc: openai.APIStatusError) -> str:
@@ -152,20 +182,21 @@ class VLMClient:
         )
         where = f"VLM endpoint {self.base_url}"
         last = ""
+        unreachable = False
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(self.backoff_s * (2 ** (attempt - 1)))
             try:
-                resp = self._client.chat.completions.create(
+                raw = self._client.chat.completions.with_raw_response.create(
                     model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature
                 )
             except openai.APITimeoutError:
-                last = f"{where} timed out after {self.timeout_s:g} s"
+                last, unreachable = f"{where} timed out after {self.timeout_s:g} s", False
                 continue
-            except openai.APIConnectionError as exc:
-                cause = exc.__cause__ or exc
-                reason = "connection refused" if "refused" in str(cause).lower() else " ".join(str(cause).split())[:160]
-                raise VLMEndpointError(f"{where} unreachable: {reason or 'connection error'}") from None
+            except openai.APIConnectionError as exc:  # refused, reset, "peer closed connection": retried like 5xx
+                unreachable, reason = _connection_reason(exc)
+                last = f"{where} unreachable: {reason}" if unreachable else f"{where} dropped the connection ({reason})"
+                continue
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
                 raise VLMEndpointError(
                     f"{where} rejected the API key (HTTP {exc.status_code}): set MMRAG_VLM_API_KEY"
@@ -175,19 +206,36 @@ class VLMClient:
                     f"{where}: model {self.model!r} or chat route not found (HTTP 404: {_status_detail(exc)})"
                 ) from None
             except openai.RateLimitError as exc:
-                last = f"{where} still rate-limited (HTTP 429: {_status_detail(exc)})"
+                last, unreachable = f"{where} still rate-limited (HTTP 429: {_status_detail(exc)})", False
                 continue
             except openai.APIStatusError as exc:
                 if exc.status_code >= 500:
-                    last = f"{where} server error (HTTP {exc.status_code}: {_status_detail(exc)})"
+                    last, unreachable = f"{where} server error (HTTP {exc.status_code}: {_status_detail(exc)})", False
                     continue
                 raise VLMResponseError(f"{where} refused the request (HTTP {exc.status_code}: {_status_detail(exc)})") from None
-            except (openai.OpenAIError, ValueError) as exc:  # malformed body (not JSON), validation errors
+            except (openai.OpenAIError, ValueError) as exc:  # validation errors before anything was sent
                 detail = " ".join(str(exc).split())[:160]
                 raise VLMResponseError(f"{where} gave an unusable response ({type(exc).__name__}: {detail})") from None
-            choices = getattr(resp, "choices", None) or []
-            if not choices or choices[0].message is None:
-                raise VLMResponseError(f"{where} returned no choices")
-            return choices[0].message.content or ""
+            return self._answer_text(raw, where, max_tokens)
+        if unreachable:  # never connected: the endpoint as a whole is down
+            raise VLMEndpointError(last)
         tries = self.max_retries + 1
-        raise VLMResponseError(f"{last}; gave up after {tries} attempt{'s' if tries > 1 else ''}")
+        raise VLMResponseError(f"{last}; gave up after {tries} attempt{'s' if tries > 1 else ''}", transport=True)
+
+    @staticmethod
+    def _answer_text(raw: object, where: str, max_tokens: int) -> str:
+        """The assistant text of a 200 reply; a body that is not a finished completion is an error saying what came back."""
+        body = raw.http_response.text  # type: ignore[attr-defined]
+        try:
+            completion = raw.parse()  # type: ignore[attr-defined]
+        except (ValueError, openai.OpenAIError):
+            raise VLMResponseError(f"{where} returned a body that is not JSON: {_excerpt(body)}") from None
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
+            raise VLMResponseError(f"{where} returned JSON without a completion choice: {_excerpt(body)}")
+        text = choices[0].message.content or ""
+        finish = choices[0].finish_reason
+        if finish in ("length", "content_filter"):
+            why = f"the token limit ({max_tokens})" if finish == "length" else "a content filter"
+            raise VLMTruncatedError(f"VLM reply cut off by {why}, finish_reason {finish!r}: {_excerpt(text, 120)}")
+        return text

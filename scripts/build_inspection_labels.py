@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag.errors import MmragError  # noqa: E402
-from rag.inspection.labels import DEFAULT_LABELS, REPO_ROOT, build_labels, inspection_data_dir, write_labels  # noqa: E402
+from rag.inspection.labels import DEFAULT_LABELS, build_labels, inspection_data_dir, write_labels  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     except MmragError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    data_root = os.path.relpath(args.ground_truth.resolve().parent, REPO_ROOT)
+    # relative to the labels file, which is how every reader resolves it (rag.inspection.labels.resolve_data_root)
+    data_root = os.path.relpath(args.ground_truth.resolve().parent, args.out.resolve().parent)
     write_labels(labels, args.out, data_root)
     counts = Counter((lab.source, lab.is_defective, lab.size_bucket) for lab in labels)
     print(f"wrote {len(labels)} labels to {args.out}")

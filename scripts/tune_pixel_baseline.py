@@ -21,12 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag.inspection import pixel_baseline as pb  # noqa: E402
 from rag.inspection.boxes import hits  # noqa: E402
-from rag.inspection.labels import DEFAULT_LABELS, baseline_split, inspection_data_dir, load_labels  # noqa: E402
+from rag.inspection.labels import DEFAULT_LABELS, baseline_split, inspection_data_dir, load_labels, tune_set_digest  # noqa: E402
 
 
 def main() -> int:
     labels = load_labels(DEFAULT_LABELS)
     split = baseline_split(labels.values())
+    digest = tune_set_digest(split)
+    print(f"tune set sha256 {digest} (module TUNE_SET_SHA256 {'matches' if digest == pb.TUNE_SET_SHA256 else 'differs: update it'})")
     root = inspection_data_dir()
     tune = [lab for f, lab in sorted(labels.items()) if split[f] == "tune"]
     pairs = [(pb._read_gray(root / lab.file), pb._read_gray(root / lab.template_file), lab) for lab in tune if lab.template_file]

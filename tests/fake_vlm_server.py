@@ -3,7 +3,8 @@
 Each POST /v1/chat/completions is answered by the next scripted reply, or by a callable
 `responder(request) -> reply`. A reply is one of:
   * str                       -> 200 with that assistant text
-  * Reply(...)                -> full control: status, text, delay, raw body, headers
+  * Reply(...)                -> full control: status, text, finish_reason, delay, raw body, headers, drop
+A request with "stream": true gets the text as server-sent events (one chunk per word, `chunk_delay_s` apart).
   * an Exception instance     -> raised inside the handler (-> 500)
 
 Every request is recorded (path, headers, parsed JSON body, decoded image bytes) in `server.requests`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -35,6 +37,9 @@ class Reply:
     delay_s: float = 0.0
     body: bytes | str | None = None  # raw body: overrides the generated completion JSON
     headers: dict[str, str] = field(default_factory=dict)
+    finish_reason: str | None = "stop"  # "length": the reply was cut off at max_tokens
+    drop: str | None = None  # "mid_body": headers and half the body, then close; "no_response": close at once
+    chunk_delay_s: float = 0.0  # streamed replies: pause before each chunk
 
 
 @dataclass
@@ -90,7 +95,23 @@ class RecordedRequest:
 Responder = Callable[[RecordedRequest], "Reply | str | BaseException"]
 
 
-def completion_body(text: str | None, model: str | None) -> bytes:
+def stream_chunks(text: str | None, model: str | None, finish_reason: str | None = "stop") -> list[bytes]:
+    """The text as OpenAI chat.completion.chunk events (one per word, spaces kept), then [DONE]."""
+    words = re.findall(r"\S+\s*|\s+", text or "")
+    events = []
+    for i, word in enumerate([""] + words):
+        delta = {"role": "assistant", "content": ""} if i == 0 else {"content": word}
+        chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": model or "fake", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        events.append(f"data: {json.dumps(chunk)}\n\n".encode())
+    done = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model or "fake",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]}
+    events.append(f"data: {json.dumps(done)}\n\n".encode())
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def completion_body(text: str | None, model: str | None, finish_reason: str | None = "stop") -> bytes:
     return json.dumps(
         {
             "id": "chatcmpl-fake",
@@ -101,7 +122,7 @@ def completion_body(text: str | None, model: str | None) -> bytes:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
             ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
@@ -118,7 +139,9 @@ class FakeVLMServer:
         *,
         default: "Reply | str | None" = None,
         models: Iterable[str] = ("fake-vlm",),
+        port: int = 0,
     ) -> None:
+        self._port = port
         self.responder: Responder | None = script if callable(script) else None
         self.queue: deque = deque([] if callable(script) or script is None else list(script))
         self.default = default
@@ -138,6 +161,21 @@ class FakeVLMServer:
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
 
+            def _drop(self, how: str, body: bytes) -> None:
+                """Close the connection like a crashed proxy: before any response, or halfway through the body."""
+                self.close_connection = True
+                try:
+                    if how == "mid_body":
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body[: len(body) // 2])
+                        self.wfile.flush()
+                    self.connection.shutdown(2)  # socket.SHUT_RDWR
+                except OSError:
+                    pass
+
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
                 try:
                     self.send_response(status)
@@ -147,6 +185,23 @@ class FakeVLMServer:
                         self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout test)
+                    pass
+
+            def _stream(self, events: list[bytes], delay_s: float) -> None:
+                """Server-sent events, then close the connection (no Content-Length)."""
+                self.close_connection = True
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for event in events:
+                        if delay_s:
+                            time.sleep(delay_s)
+                        self.wfile.write(event)
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout test)
                     pass
 
@@ -182,6 +237,9 @@ class FakeVLMServer:
                     reply = Reply(text=reply)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.body is None and reply.status < 400 and (req.body or {}).get("stream"):
+                    self._stream(stream_chunks(reply.text, req.model, reply.finish_reason), reply.chunk_delay_s)
+                    return
                 if reply.body is not None:
                     payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
                 elif reply.status >= 400:
@@ -189,10 +247,13 @@ class FakeVLMServer:
                         {"error": {"message": reply.text or f"scripted HTTP {reply.status}", "code": reply.status}}
                     ).encode()
                 else:
-                    payload = completion_body(reply.text, req.model)
+                    payload = completion_body(reply.text, req.model, reply.finish_reason)
+                if reply.drop:
+                    self._drop(reply.drop, payload)
+                    return
                 self._send(reply.status, payload, reply.headers)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-vlm", daemon=True)
         self._thread.start()

@@ -369,7 +369,7 @@ def test_app_shows_index_panel(app_index, open_calls) -> None:
     assert str(app_index["settings"].store_uri) in panel and "embedded Milvus Lite" in panel
     assert "random-clip-vit-b32" in panel and "all-MiniLM-L6-v2" in panel  # the models recorded in the index
     assert "Last indexed — unknown" not in panel
-    assert at.radio(key="mode").options == ["Hybrid (RRF)", "CLIP", "Caption", "BM25"]
+    assert at.radio(key="mode").options == ["Hybrid (RRF)", "CLIP", "Caption", "BM25", "OCR text"]
 
 
 def test_text_search_turn_matches_the_engine(app_index, engine, open_calls) -> None:
@@ -402,8 +402,8 @@ def test_mode_switch_to_bm25_and_k(app_index, engine, open_calls) -> None:
     assert turn.mode == "bm25" and [c.id for c in turn.results] == [r.id for r in expected.results]
     assert 1 <= len(turn.results) <= 4
     for card in turn.results:
-        assert card.ranks == {"clip": None, "caption": None, "bm25": card.rank}
-    assert f"CLIP — · caption — · BM25 1" in [c.value for c in at.caption]
+        assert card.ranks == {"clip": None, "caption": None, "bm25": card.rank, "ocr": None}
+    assert "CLIP — · caption — · BM25 1 · OCR —" in [c.value for c in at.caption]
 
 
 def _rare_filter(rows: list[dict]) -> tuple[str, str, int]:
@@ -552,7 +552,7 @@ def _markdown(at) -> list[str]:
 
 
 def test_inspection_without_vlm_shows_the_pixel_baseline_against_gold(inspection_env) -> None:
-    from eval.inspection_scoring import score_image
+    from rag.inspection.scoring import score_image
     from rag.app.inspection_support import answer_text
     from rag.inspection.runner import baseline_answer
 

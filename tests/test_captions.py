@@ -162,27 +162,32 @@ def test_vlm_other_model_is_another_cache_key(tmp_path: Path, image: Image.Image
         assert cache.get("h", "vlm", "model-a") == "A cat." and cache.get("h", "vlm", "model-b") == "A black cat."
 
 
-def test_vlm_unreachable_endpoint_raises_and_caches_nothing(tmp_path: Path, image: Image.Image) -> None:
+def test_vlm_unreachable_endpoint_marks_pending_caches_nothing_and_stops_asking(tmp_path: Path, image: Image.Image) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with CaptionCache(tmp_path / "c.sqlite") as cache:
         builder = CaptionBuilder(vlm_settings(tmp_path, f"http://127.0.0.1:{port}/v1"), vlm=True, cache=cache)
-        with pytest.raises(VLMUnavailableError, match="unreachable") as info:
-            builder.build("h", tmp_path / "x.jpg", image)
-        assert "\n" not in str(info.value)
-        assert cache.count() == 0
+        builder.vlm_client.backoff_s = 0.01
+        first = builder.build("h", tmp_path / "red_car.jpg", image)
+        assert first.text == "red car" and first.pending and len(first.errors) == 1
+        assert "unreachable: connection refused" in first.errors[0] and "\n" not in first.errors[0]
+        second = builder.build("h2", tmp_path / "blue_car.jpg", image)  # the endpoint is down: not asked again
+        assert second.pending and second.errors[0].startswith("VLM caption not asked: VLM endpoint")
+        assert cache.count() == 0 and builder.vlm_down is not None
 
 
 def test_vlm_refused_call_not_cached_then_retried(tmp_path: Path, image: Image.Image) -> None:
     with FakeVLMServer([Reply(status=400, text="bad image"), "", "A dog."]) as srv, CaptionCache(tmp_path / "c.sqlite") as cache:
         builder = CaptionBuilder(vlm_settings(tmp_path, srv.base_url), vlm=True, cache=cache)
-        with pytest.raises(VLMUnavailableError, match="HTTP 400"):
-            builder.build("h", tmp_path / "dog_01.jpg", image)
+        refused = builder.build("h", tmp_path / "dog_01.jpg", image)
+        assert refused.pending and "HTTP 400" in refused.errors[0] and refused.sources == {"filename": "dog"}
         assert cache.count() == 0
         empty = builder.build("h", tmp_path / "dog_01.jpg", image)  # an empty answer is not remembered either
-        assert empty == Caption("dog", {"filename": "dog"}) and cache.count() == 0
-        assert builder.build("h", tmp_path / "dog_01.jpg", image).sources == {"vlm": "A dog."}
+        assert (empty.text, empty.sources, empty.pending) == ("dog", {"filename": "dog"}, True)
+        assert "empty caption" in empty.errors[0] and cache.count() == 0
+        done = builder.build("h", tmp_path / "dog_01.jpg", image)
+        assert done.sources == {"vlm": "A dog."} and not done.pending and done.errors == []
         assert len(srv.chat_requests) == 3 and cache.get("h", "vlm", "fake-vlm") == "A dog."
 
 

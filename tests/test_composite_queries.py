@@ -95,8 +95,8 @@ def test_matched_terms_explain_each_result(engine) -> None:
     assert any(r.matched_terms for r in response.results)
     assert all(r.ranks["bm25"] is None for r in response.results if not r.matched_terms)  # BM25 needs a shared term
     data = response.to_dict()
-    assert set(data) == {"query", "mode", "results", "timings_ms", "fusion", "parts", "negations"}
-    assert set(data["results"][0]) == {"id", "path", "score", "rank", "ranks", "caption", "scores", "matched_terms"}
+    assert set(data) == {"query", "mode", "results", "timings_ms", "fusion", "parts", "negations", "match", "match_evidence"}
+    assert set(data["results"][0]) == {"id", "path", "score", "rank", "ranks", "caption", "scores", "matched_terms", "match"}
 
 
 def test_image_terms_and_errors(engine) -> None:

@@ -13,9 +13,9 @@ from rag.index_params import (
     FLAT_MAX_VECTORS,
     LITE_FLAT_MAX_VECTORS,
     index_params_for,
-    is_milvus_lite,
     search_config_for_k,
 )
+from rag.milvus_caps import detect
 
 
 def test_small_catalog_is_flat_and_exact():
@@ -40,19 +40,30 @@ def test_threshold_boundary_lite_and_server():
     assert LITE_FLAT_MAX_VECTORS < FLAT_MAX_VECTORS
 
 
-def test_is_milvus_lite(tmp_path):
+def test_capabilities_come_from_the_server_version(tmp_path):
     class Standalone:
+        def __init__(self, version: str) -> None:
+            self.version = version
+
         def get_server_version(self) -> str:
-            return "v2.6.9"
+            return self.version
 
     class Broken:
         def get_server_version(self) -> str:
             raise RuntimeError("unimplemented")
 
     client = MilvusClient(str(tmp_path / "v.db"))
-    assert is_milvus_lite(client)
+    lite = detect(client)
     client.close()
-    assert not is_milvus_lite(Standalone()) and not is_milvus_lite(Broken())
+    assert lite.lite and lite.multi_vector and lite.bm25_function and lite.hybrid_search and not lite.filter_templates
+    old = detect(Standalone("v2.3.5-lite"))  # the PyPI `milvus` 2.3.5 server calls itself "-lite": not Milvus Lite
+    assert not old.lite and not old.multi_vector and not old.bm25_function and not old.hybrid_search
+    v24 = detect(Standalone("v2.4.15"))
+    assert v24.multi_vector and v24.hybrid_search and not v24.bm25_function and not v24.filter_templates
+    v26 = detect(Standalone("v2.6.9"))
+    assert v26.multi_vector and v26.bm25_function and v26.hybrid_search and v26.filter_templates
+    unknown = detect(Broken())
+    assert not (unknown.lite or unknown.multi_vector or unknown.bm25_function)
 
 
 def test_very_large_catalog_raises_graph_degree():
@@ -157,3 +168,17 @@ def test_configs_build_in_milvus_lite_and_hnsw_recall_matches_exact(tmp_path):
     assert recalls["flat"] == 1.0
     assert recalls["hnsw"] >= 0.95
     assert recalls["starved"] < 0.9, recalls
+
+
+def test_index_type_overrides_from_the_environment_reach_the_created_collection(tmp_path):
+    """MMRAG_INDEX_TYPE / MMRAG_HNSW_* are read by Settings and used when the catalog is created."""
+    from rag.config import Settings
+    from rag.store import CatalogStore
+
+    env = {"MMRAG_DATA_DIR": str(tmp_path), "MMRAG_INDEX_TYPE": "HNSW", "MMRAG_HNSW_M": "8", "MMRAG_HNSW_EF": "40"}
+    settings = Settings.from_env(env)
+    assert settings.index_overrides == {"index_type": "HNSW", "M": 8, "ef": 40}
+    with CatalogStore.open(settings, create=True, dims={"text": 16}, models={"text_model": "t"}) as store:
+        index = store.client.describe_index(store.primary, "caption_vector")
+        assert index["index_type"] == "HNSW" and int(index["M"]) == 8
+        assert store.info.search_params["caption_vector"] == {"ef": 40}

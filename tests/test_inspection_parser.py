@@ -28,7 +28,7 @@ def test_clean_json_with_fraction_boxes():
         '```json\n{"defective": "no", "defect_types": [], "boxes": [], "confidence": 0.9,}\n```',
         "Sure! Here is my answer: {'defective': 'no', 'confidence': 0.9} Hope that helps.",
         '{defective: False, confidence: 0.9}',
-        '{"defective": "no", "confidence": 0.9, "boxes": [',  # truncated reply
+        '{"defective": "no", "confidence": 0.9',  # finished normally, only the closing brace forgotten
         "{\u201cdefective\u201d: \u201cno\u201d, \u201cconfidence\u201d: 0.9}",  # smart quotes
     ],
 )
@@ -41,10 +41,16 @@ def test_slightly_broken_json_is_repaired(text):
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
+        ('{"defective": true, "defect_types": ["crack"], "boxes": [[0.1, 0.2', "truncated reply: JSON ends inside an open list"),
+        ('{"defective": "no", "confidence": 0.9, "boxes": [', "truncated reply: JSON ends inside an open list"),
+        ('{"defective": true, "defect_types": ["cra', "truncated reply: JSON ends inside a string"),
+        ('{"defective": true, "confidence":', "truncated reply: JSON ends after ':'"),
+        ('{"defective": true,', "truncated reply: JSON ends after ','"),
         ("The tile looks fine to me.", "no parseable JSON"),
         ('{"answer_is": "yes"}', "no 'defective' field"),
         ('{"defective": "perhaps a little"}', "'defective' is"),
-        ("", "no parseable JSON"),
+        ("", "empty reply"),
+        ("  \n", "empty reply"),
     ],
 )
 def test_unusable_replies_are_errors_not_verdicts(text, reason):

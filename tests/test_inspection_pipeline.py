@@ -15,7 +15,7 @@ import pytest
 from fake_vlm_server import FakeVLMServer, Reply
 from PIL import Image
 
-from eval.inspection_report import FILL_COMMAND, run_eval
+from rag.inspection.report import FILL_COMMAND, run_eval
 from rag.config import Settings
 from rag.inspection.runner import InspectConfig
 from rag.vlm_client import VLMClient

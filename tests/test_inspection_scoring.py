@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.inspection_scoring import compare, score_all, score_image, slices, summarize
+from rag.inspection.scoring import compare, score_all, score_image, slices, summarize
 from rag.inspection.answer_parser import Answer, error_answer
 from rag.inspection.boxes import Box, GoldBox, cell_box, hits
 from rag.inspection.labels import ImageLabel

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import threading
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 
 from rag.config import Settings
 from rag.errors import MmragError, VLMUnavailableError
-from rag.vlm_client import VLMClient, VLMEndpointError, VLMResponseError, image_data_uri
+from rag.vlm_client import VLMClient, VLMEndpointError, VLMResponseError, VLMTruncatedError, image_data_uri
 
 
 @pytest.fixture()
@@ -100,10 +101,76 @@ def test_always_slow_gives_timeout_error(red_png):
 def test_malformed_body_is_a_response_error(red_png):
     with FakeVLMServer([Reply(body="<html>oops</html>"), Reply(body='{"choices": []}')]) as srv:
         client = _client(srv, max_retries=0)
-        with pytest.raises(VLMResponseError, match="unusable response"):
+        with pytest.raises(VLMResponseError, match="unusable response|not JSON"):
             client.chat_image(red_png, "x")
-        with pytest.raises(VLMResponseError, match="no choices"):
+        with pytest.raises(VLMResponseError, match="without a completion choice"):
             client.chat_image(red_png, "x")
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("<html><body>502 Bad Gateway from nginx</body></html>",
+         "returned a body that is not JSON: '<html><body>502 Bad Gateway from nginx</body></html>'"),
+        ('{"choices": []}', """returned JSON without a completion choice: '{"choices": []}'"""),
+        ('{"error": "model is loading"}', """without a completion choice: '{"error": "model is loading"}'"""),
+        ("[1, 2, 3]", "without a completion choice: '[1, 2, 3]'"),
+        ("", "not JSON: (empty body)"),
+    ],
+)
+def test_non_json_or_wrong_json_body_says_what_came_back(red_png, body, needle):
+    with FakeVLMServer([Reply(body=body)]) as srv:
+        with pytest.raises(VLMResponseError) as err:
+            _client(srv, max_retries=0).chat_image(red_png, "x")
+    assert needle in str(err.value) and "no choices" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_long_garbage_body_is_cut_to_200_chars(red_png):
+    with FakeVLMServer([Reply(body="x" * 5000)]) as srv:
+        with pytest.raises(VLMResponseError) as err:
+            _client(srv, max_retries=0).chat_image(red_png, "x")
+    assert "x" * 200 + "..." in str(err.value) and "x" * 201 not in str(err.value)
+
+
+@pytest.mark.parametrize("drop", ["mid_body", "no_response"])
+def test_dropped_connection_is_retried_like_5xx(red_png, drop):
+    with FakeVLMServer([Reply(text="lost", drop=drop), "after the drop"]) as srv:
+        assert _client(srv, max_retries=2).chat_image(red_png, "x") == "after the drop"
+    assert len(srv.chat_requests) == 2
+
+
+def test_dropped_connection_every_time_gives_up_with_bounds(red_png):
+    with FakeVLMServer(default=Reply(text="lost", drop="mid_body")) as srv:
+        with pytest.raises(VLMResponseError) as err:
+            _client(srv, max_retries=2).chat_image(red_png, "x")
+    assert len(srv.chat_requests) == 3
+    msg = str(err.value)
+    assert "dropped the connection (peer closed connection" in msg and "gave up after 3 attempts" in msg
+    assert err.value.transport and not isinstance(err.value, VLMEndpointError)
+
+
+def test_refused_connection_is_retried_until_the_server_is_back(red_png):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = FakeVLMServer(["back again"], port=port)
+    timer = threading.Timer(0.3, server.start)
+    timer.start()
+    try:
+        client = VLMClient(f"http://127.0.0.1:{port}/v1", "fake-vlm", max_retries=4, backoff_s=0.2, timeout_s=5)
+        assert client.chat_image(red_png, "x") == "back again"
+    finally:
+        timer.join()
+        server.stop()
+
+
+def test_truncated_reply_finish_reason_length_is_an_error_not_retried(red_png):
+    with FakeVLMServer(default=Reply(text="A photo of a.", finish_reason="length")) as srv:
+        with pytest.raises(VLMTruncatedError) as err:
+            _client(srv, max_retries=3).chat_image(red_png, "x", max_tokens=5)
+    assert len(srv.chat_requests) == 1
+    assert str(err.value) == "VLM reply cut off by the token limit (5), finish_reason 'length': 'A photo of a.'"
+    assert isinstance(err.value, VLMResponseError) and not err.value.transport
 
 
 @pytest.mark.parametrize(

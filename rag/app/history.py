@@ -33,6 +33,8 @@ class ResultCard(SearchResult):
             caption=str(get("caption", "") or ""),
             metadata=dict(get("metadata", {}) or {}),
             matched_terms=list(get("matched_terms", []) or []),
+            scores=dict(get("scores", {}) or {}),
+            match=get("match"),
         )
 
     def ranks_text(self, retrievers: Iterable[str] | None = None) -> str:
@@ -58,6 +60,9 @@ class Turn:
     error: str | None = None
     parts: list[QueryPart] = field(default_factory=list)  # the query as searched (parsed, or edited chips)
     negations: list[Negation] = field(default_factory=list)
+    match: str | None = None  # the query's "good" | "weak" | "none" (rag/match.py); None: not calibrated
+    ask: Any = None  # an Ask turn: rag.ask.AskTurn (the question, the sources sent, the answer or its error)
+    ask_pending: bool = False  # the answer is still to be streamed (on the next render)
     id: int = field(default_factory=lambda: next(_turn_ids))
     created: float = field(default_factory=time.time)
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from rag.config import Settings
+from rag.config import Settings, env_value
 from rag.errors import MmragError, VLMUnavailableError
 from rag.hashing import bytes_sha256, file_sha256
 from rag.images import BadImageError, load_image
 
 if TYPE_CHECKING:
-    from eval.inspection_scoring import ImageOutcome
+    from rag.inspection.scoring import ImageOutcome
     from rag.inspection.answer_parser import Answer
     from rag.inspection.labels import ImageLabel
     from rag.vlm_client import VLMClient
@@ -26,7 +25,7 @@ OVERLAY_MIN_SIDE = 384  # small tiles are enlarged (nearest neighbour) so a 2-px
 def labels_path() -> Path:
     from rag.inspection.labels import DEFAULT_LABELS
 
-    return Path(os.environ.get("MMRAG_INSPECTION_LABELS") or DEFAULT_LABELS)
+    return Path(env_value("MMRAG_INSPECTION_LABELS") or DEFAULT_LABELS)
 
 
 @dataclass
@@ -60,8 +59,7 @@ class InspectionSet:
 
 def load_inspection_set(path: Path | None = None) -> InspectionSet:
     """Labels from inspection_labels.json and the folder holding their images; MmragError when absent."""
-    from eval.inspection_report import resolve_data_root
-    from rag.inspection.labels import load_labels
+    from rag.inspection.labels import load_labels, resolve_data_root
 
     path = path or labels_path()
     labels = load_labels(path)
@@ -122,7 +120,7 @@ def inspect(
     use_cache: bool = True,
 ) -> InspectionResult:
     """Ask the configured VLM (prompt variant x crop spec); without a usable VLM, run the pixel baseline instead."""
-    from eval.inspection_scoring import score_image
+    from rag.inspection.scoring import score_image
     from rag.inspection.runner import InspectConfig, baseline_answer, inspect_image
 
     config = InspectConfig(prompt=prompt, crops=crops)  # validates both (MmragError)

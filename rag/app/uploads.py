@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rag.errors import MmragError
 from rag.hashing import bytes_sha256
+from rag.images import BadImageError, check_shape
 
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
 _FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}
@@ -63,6 +64,10 @@ def check_upload(name: str, data: bytes, limits: UploadLimits = UploadLimits()) 
                 width, height = img.size
                 if width * height > limits.max_pixels:
                     raise BadUploadError(f"{name!r} is {width}x{height} px; the limit is {limits.max_pixels:,} pixels")
+                try:
+                    check_shape(width, height, max_pixels=limits.max_pixels)  # the catalog's rule for thin strips
+                except BadImageError as exc:
+                    raise BadUploadError(f"{name!r}: {exc}") from None
                 fmt = img.format or ""
                 img.load()
     except BadUploadError:

@@ -86,11 +86,15 @@ def error_answer(message: str, raw: str | None = None) -> Answer:
 
 
 # --- JSON extraction and repair --------------------------------------------------------------------
-def _balanced_object(text: str) -> str | None:
-    """The first {...} block, closing any brackets a truncated reply left open."""
+# Replies reach the parser only when the model finished normally (the client raises on finish_reason
+# "length"). Even then a reply can stop mid-answer; closing its brackets would invent a verdict from half a
+# box list, so only a missing final '}' after a complete value is repaired. Anything cut inside a string, a
+# list, or after ',' / ':' is a truncated reply: an error, never cached, asked again next run.
+def _balanced_object(text: str) -> tuple[str | None, str | None]:
+    """(the first {...} block, None) or (None, why it is truncated); a missing final '}' is closed."""
     start = text.find("{")
     if start < 0:
-        return None
+        return None, None
     stack: list[str] = []
     in_str = False
     esc = False
@@ -112,12 +116,15 @@ def _balanced_object(text: str) -> str | None:
             if stack and stack[-1] == ch:
                 stack.pop()
             if not stack:
-                return text[start : i + 1]
-    # truncated: close what is open (dropping a dangling key/comma)
-    body = text[start:] + ('"' if in_str else "")
-    body = re.sub(r",\s*$", "", body.rstrip())
-    body = re.sub(r',?\s*"[^"]*"\s*:?\s*$', "", body) if body.rstrip().endswith((":", '"')) and not in_str else body
-    return body + "".join(reversed(stack))
+                return text[start : i + 1], None
+    body = text[start:].rstrip()
+    if in_str:
+        return None, "truncated reply: JSON ends inside a string"
+    if "]" in stack:
+        return None, "truncated reply: JSON ends inside an open list"
+    if body.endswith((",", ":", "{")):
+        return None, f"truncated reply: JSON ends after {body[-1]!r}"
+    return body + "".join(reversed(stack)), None
 
 
 def _repair(candidate: str) -> str:
@@ -133,19 +140,25 @@ def _repair(candidate: str) -> str:
     return s
 
 
-def extract_json(text: str) -> dict[str, Any] | None:
-    """Parse the JSON object in a reply (code fences, prose around it, small syntax slips tolerated)."""
+def _extract(text: str) -> tuple[dict[str, Any] | None, str | None]:
     fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
-    blob = _balanced_object(fenced.group(1) if fenced else text)
+    blob, truncated = _balanced_object(fenced.group(1) if fenced else text)
     if blob is None:
-        return None
+        return None, truncated
     for attempt in (blob, _repair(blob)):
         try:
             value = json.loads(attempt)
         except json.JSONDecodeError:
             continue
-        return value if isinstance(value, dict) else None
-    return None
+        return (value, None) if isinstance(value, dict) else (None, None)
+    return None, None
+
+
+def extract_json(text: str) -> dict[str, Any] | None:
+    """Parse the JSON object in a reply (code fences, prose around it, small syntax slips tolerated).
+
+    None for no object and for a truncated one (see above)."""
+    return _extract(text)[0]
 
 
 # --- field normalisation ---------------------------------------------------------------------------
@@ -255,9 +268,11 @@ def _cells(value: Any) -> list[int]:
 
 def parse_structured(text: str, width: int, height: int, allow_uncertain: bool = True) -> Answer:
     """JSON reply -> Answer. Boxes/cells are converted to pixels of the (width x height) image that was sent."""
-    data = extract_json(text or "")
+    if not (text or "").strip():
+        return error_answer("empty reply", text)
+    data, truncated = _extract(text or "")
     if data is None:
-        return error_answer("malformed reply: no parseable JSON object", text)
+        return error_answer(truncated or "malformed reply: no parseable JSON object", text)
     key = next((k for k in ("defective", "is_defective", "defect", "has_defect", "answer") if k in data), None)
     if key is None:
         return error_answer("malformed reply: JSON has no 'defective' field", text)

@@ -29,7 +29,9 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vlm-model", help="model name on the endpoint (overrides MMRAG_VLM_MODEL)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     parser.add_argument("--baseline", action="store_true", help="use the pixel baseline instead of a VLM (no endpoint needed)")
-    parser.add_argument("--template", type=Path, help="aligned defect-free template for --baseline on a PCB scan")
+    parser.add_argument("--template", type=Path,
+                        help="aligned defect-free template for --baseline on a PCB scan (default: the one the labels "
+                        "name, or <id>_template beside <id>_test; the output names the method used)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the VLM answer cache")
     parser.add_argument("--eval", action="store_true", help="score the pixel baseline and the VLM against gold labels; write the report")
     parser.add_argument("--labels", type=Path, default=None, help="gold labels (default inspection_labels.json at the repo root)")
@@ -46,34 +48,36 @@ def _configs(args: argparse.Namespace) -> tuple:
     return tuple(InspectConfig(p, c) for p in prompts for c in crops if not (p == "plain" and c != "none" and not args.crops))
 
 
+METHOD_WORDS = {"template-diff": "template difference", "pcb-drc": "design-rule check, no template found",
+                "tile-stats": "reference-free tile statistics"}
+
+
+def _method(ans: dict) -> str:
+    """' [pixel baseline: ...]' naming the method (and template) that produced a baseline answer."""
+    extra = ans.get("extra") or {}
+    if "method" not in extra:
+        return ""
+    words = METHOD_WORDS.get(extra["method"], extra["method"])
+    if extra.get("template"):
+        words += f" vs {Path(extra['template']).name} ({extra.get('template_from', 'given')})"
+    if extra.get("template_skipped"):
+        words += f"; {extra['template_skipped']}"
+    return f" [pixel baseline: {words}]"
+
+
 def _line(name: str, ans: dict) -> str:
     v = ans["verdict"]
     if v == "error":
         return f"{name}: ERROR {ans['error']}"
     conf = f" confidence {ans['confidence']:.2f}" if ans.get("confidence") is not None else ""
     if v != "defective":
-        return f"{name}: {'no defect' if v == 'ok' else 'uncertain'}{conf}"
+        return f"{name}: {'no defect' if v == 'ok' else 'uncertain'}{conf}{_method(ans)}"
     boxes = "; ".join(
         f"{b['label']} [{', '.join(f'{c:.0f}' for c in b['bbox_xyxy'])}]{' (grid cell)' if b.get('from_cell') else ''}"
         for b in ans["boxes"]
     )
-    return f"{name}: DEFECTIVE ({', '.join(ans['types']) or 'type not given'}){conf}" + (f" at {boxes}" if boxes else "")
-
-
-def _known_template(image: Path, labels_path: Path) -> Path | None:
-    """If the image is one of the labelled set and has a template, use it."""
-    try:
-        from eval.inspection_report import resolve_data_root
-        from rag.inspection.labels import load_labels
-
-        labels = load_labels(labels_path)
-        root = resolve_data_root(labels_path)
-    except (MmragError, OSError, ValueError):
-        return None
-    for lab in labels.values():
-        if lab.template_file and (root / lab.file).resolve() == image.resolve():
-            return root / lab.template_file
-    return None
+    return (f"{name}: DEFECTIVE ({', '.join(ans['types']) or 'type not given'}){conf}" + (f" at {boxes}" if boxes else "")
+            + _method(ans))
 
 
 def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
@@ -84,15 +88,17 @@ def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.with_(vlm_model=args.vlm_model)
     labels_path = args.labels or DEFAULT_LABELS
     if args.eval:
-        from eval.inspection_report import DEFAULT_OUT, run_eval
+        from rag.inspection.report import DEFAULT_OUT, run_eval
 
         out = args.out or DEFAULT_OUT
         payload = run_eval(labels_path, out, settings, _configs(args), limit=args.limit, use_cache=not args.no_cache)
         def r(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
 
-        for part in ("all", "test_split"):
+        for part in ("all", "test_split"):  # test split only for the labels the thresholds were fitted on
             t = payload["baseline"][part]
+            if t is None:
+                continue
             print(f"pixel baseline ({part.replace('_', ' ')}, {t['n']} images): miss rate {r(t['miss_rate'])}, "
                   f"false-alarm rate {r(t['false_alarm_rate'])}, box recall {r(t['box_recall'])}")
         for row in payload["comparison"][1:]:
@@ -111,9 +117,18 @@ def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
     images = list_images(args.target)
     results = {}
     if args.baseline:
-        for path in images:
-            template = args.template or _known_template(path, labels_path)
-            results[str(path)] = baseline_answer(path, template).to_dict()
+        from rag.inspection.templates import find_template
+
+        for path in images:  # a PCB scan uses its template when one is known, and says which method ran
+            template, origin = (args.template, "--template") if args.template else find_template(path, labels_path)
+            try:
+                answer = baseline_answer(path, template, origin)
+            except MmragError as exc:  # a found template that does not fit: say so, check the design rules
+                if args.template or template is None:
+                    raise
+                answer = baseline_answer(path)
+                answer.extra["template_skipped"] = f"{template.name} ({origin}) not used: {exc}"
+            results[str(path)] = answer.to_dict()
     else:
         from rag.inspection.cache import VLMCache
         from rag.vlm_client import VLMClient

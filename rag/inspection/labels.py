@@ -7,7 +7,9 @@ template_file, size_bucket and a short human-readable note ("2 defects: ...").
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,6 +18,7 @@ from rag.config import shared_data_dir
 from rag.errors import MmragError
 from rag.inspection.boxes import TINY_AREA_FRAC, GoldBox, place_words
 
+log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LABELS = REPO_ROOT / "inspection_labels.json"
 
@@ -228,6 +231,29 @@ def load_labels(path: Path | str = DEFAULT_LABELS) -> dict[str, ImageLabel]:
     return {lab.file: lab for lab in labels}
 
 
+def resolve_data_root(labels_path: Path | str) -> Path:
+    """Where the labelled images live: the file's data_root, relative to the labels file (absolute as written).
+
+    $MMRAG_SHARED_DATA never overrides a data_root that exists; it is used only when that folder is missing
+    (a checkout without ../shared/data), with a warning naming both. No data_root: the labels file's folder.
+    """
+    labels_path = Path(labels_path)
+    try:
+        payload = json.loads(labels_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MmragError(f"cannot read labels file {labels_path}: {exc}") from None
+    declared = payload.get("data_root") if isinstance(payload, dict) else None
+    root = Path(declared or ".")
+    if not root.is_absolute():
+        root = (labels_path.resolve().parent / root).resolve()
+    shared = inspection_data_dir()
+    if declared and not root.is_dir() and shared.is_dir():
+        log.warning("labels %s: data_root %s does not exist; using the shared data folder %s instead",
+                    labels_path, root, shared)
+        return shared
+    return root
+
+
 def baseline_split(labels: Iterable[ImageLabel]) -> dict[str, str]:
     """Deterministic tune/test split for calibrating the pixel baseline: every 3rd image of each
     (source, kind) group, sorted by file, is 'tune'; the rest is 'test'. Thresholds are chosen on tune only."""
@@ -241,3 +267,8 @@ def baseline_split(labels: Iterable[ImageLabel]) -> dict[str, str]:
         for i, f in enumerate(sorted(files)):
             split[f] = "tune" if i % 3 == 0 else "test"
     return split
+
+
+def tune_set_digest(split: dict[str, str]) -> str:
+    """sha256 of the sorted tune-split file names: identifies the set the pixel baseline was fitted on."""
+    return hashlib.sha256("\n".join(sorted(f for f, part in split.items() if part == "tune")).encode()).hexdigest()

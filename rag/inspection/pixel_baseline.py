@@ -18,13 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
 
 from rag.errors import MmragError
 from rag.inspection.boxes import Box
+from rag.inspection.labels import ImageLabel, baseline_split, tune_set_digest
 
+# The tune split every threshold below was chosen on (inspection_labels.json, 39 images); tune/test figures
+# mean something only for labels holding exactly that tune set (scripts/tune_pixel_baseline.py checks it).
+TUNE_SET_SHA256 = "3452ef52bd4b8c776375caef587882d84421452af306884ad7db6f6d89e56e82"
 # --- PCB with template (chosen on the tune split: best box F1 of a 2x3x4 grid, F1 0.901, see scripts/tune_pixel_baseline.py)
 PCB_TOL = 1  # px of edge jitter tolerated
 PCB_OPEN = 3  # opening kernel removing thin slivers left by the tolerance band
@@ -36,6 +41,12 @@ PCB_DRC_MIN_AREA = 8  # ignore 1-px JPEG specks
 DARK_Z = 6.0  # robust z of the residual (a priori, not tuned)
 TILE_MIN_AREA = 90  # px: 1.25 x largest dark blob on the tune-split defect-free tiles (70 px), rounded
 TILE_BORDER = 3  # px ignored at the image border (resampling ring)
+
+
+def fitted_split(labels: "Iterable[ImageLabel]") -> dict[str, str] | None:
+    """file -> 'tune' | 'test' when these labels are the set the thresholds were fitted on, else None."""
+    split = baseline_split(labels)
+    return split if tune_set_digest(split) == TUNE_SET_SHA256 else None
 
 
 @dataclass

@@ -69,8 +69,9 @@ def inspect_image(
 ) -> Answer:
     """Ask the VLM about one image (whole, or tile by tile), returning the aggregated Answer in image pixels.
 
-    A call that yields no usable reply becomes an error Answer (never a verdict); an endpoint that is down
-    raises VLMEndpointError.
+    A call that yields no usable reply (transport failure, truncated or unparseable reply) becomes an error
+    Answer (never a verdict) and is never cached, so the next run asks again; an endpoint that is down raises
+    VLMEndpointError.
     """
     image = _open_rgb(path)
     sha = file_sha256(path)
@@ -81,6 +82,8 @@ def inspect_image(
         crop_key = config.crops if config.crops == "none" else f"{config.crops}#{tile.index}"
         sent, scale = (image, 1.0) if config.crops == "none" else crop_tile(image, tile)
         raw = cache.get(sha, pkey, client.model, crop_key) if cache is not None else None
+        if raw is not None and parse_answer(raw, config.prompt, sent.width, sent.height).error is not None:
+            raw = None  # an unusable reply cached by an older version: ask again
         cached = raw is not None
         if raw is None:
             try:
@@ -119,10 +122,12 @@ def run_vlm(
     return out
 
 
-def baseline_answer(path: Path, template: Path | None = None) -> Answer:
+def baseline_answer(path: Path, template: Path | None = None, template_from: str | None = None) -> Answer:
+    """The pixel baseline's verdict; extra says which method ran and which template (and whence) it used."""
     res = pixel_baseline.analyse(path, template)
     types = tuple(dict.fromkeys(b.label for b in res.boxes))
-    return Answer(res.defective, types, tuple(res.boxes), None, None, None, {"method": res.method, **res.details})
+    used = {"template": str(template), "template_from": template_from or "given"} if template is not None else {}
+    return Answer(res.defective, types, tuple(res.boxes), None, None, None, {"method": res.method, **used, **res.details})
 
 
 def run_baseline(labels: Iterable["ImageLabel"], data_root: Path, progress: bool = True) -> dict[str, Answer]:
@@ -130,5 +135,5 @@ def run_baseline(labels: Iterable["ImageLabel"], data_root: Path, progress: bool
     labels = list(labels)
     for lab in tqdm(labels, desc="pixel baseline", unit="img", disable=not progress, leave=False):
         template = data_root / lab.template_file if lab.template_file else None
-        out[lab.file] = baseline_answer(data_root / lab.file, template)
+        out[lab.file] = baseline_answer(data_root / lab.file, template, "labels" if template else None)
     return out

@@ -21,13 +21,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from eval.inspection_scoring import ImageOutcome, compare, score_all, slices, summarize  # noqa: E402
+from rag.inspection.scoring import ImageOutcome, compare, score_all, slices, summarize  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.errors import MmragError, VLMUnavailableError  # noqa: E402
 from rag.inspection.answer_parser import Answer  # noqa: E402
 from rag.inspection import pixel_baseline as pb  # noqa: E402
 from rag.inspection.cache import VLMCache  # noqa: E402
-from rag.inspection.labels import REPO_ROOT, ImageLabel, baseline_split, load_labels  # noqa: E402
+from rag.inspection.labels import REPO_ROOT, ImageLabel, load_labels, resolve_data_root  # noqa: E402
 from rag.inspection.overlay import draw_boxes  # noqa: E402
 from rag.inspection.runner import InspectConfig, run_baseline, run_vlm  # noqa: E402
 from rag.vlm_client import VLMClient  # noqa: E402
@@ -46,19 +46,6 @@ FILL_COMMAND = (
     "MMRAG_VLM_BASE_URL=http://HOST:PORT/v1 MMRAG_VLM_MODEL=MODEL_NAME [MMRAG_VLM_API_KEY=KEY] "
     "mmrag inspect --eval --labels inspection_labels.json --out eval/reports/inspection/"
 )
-
-
-def resolve_data_root(labels_path: Path) -> Path:
-    """Where the labelled images live: absolute data_root as written, else $MMRAG_SHARED_DATA/inspection,
-    else data_root relative to the labels file."""
-    payload = json.loads(Path(labels_path).read_text())
-    root = Path(payload.get("data_root", ".")) if isinstance(payload, dict) else Path(".")
-    if root.is_absolute():
-        return root
-    env = os.environ.get("MMRAG_SHARED_DATA")
-    if env:
-        return Path(env) / "inspection"
-    return (Path(labels_path).resolve().parent / root).resolve()
 
 
 def _slug(name: str) -> str:
@@ -261,6 +248,7 @@ def run_eval(
     """Score the pixel baseline and every VLM configuration; write the report; return the JSON payload."""
     labels = load_labels(labels_path)
     data_root = resolve_data_root(labels_path)
+    fitted = pb.fitted_split(labels.values())  # tune/test mean something only for the set the thresholds were fitted on
     if limit:
         labels = dict(list(labels.items())[:limit])
     missing = [f for f in labels if not (data_root / f).is_file()]
@@ -268,7 +256,7 @@ def run_eval(
         raise MmragError(
             f"{len(missing)} labelled images not found under {data_root} (e.g. {missing[0]}); set MMRAG_SHARED_DATA"
         )
-    split = baseline_split(labels.values())
+    split = {f: fitted[f] for f in labels} if fitted else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "failures").is_dir():
         shutil.rmtree(out_dir / "failures")  # stale overlays from an earlier run
@@ -316,7 +304,7 @@ def run_eval(
                 "run": BASELINE,
                 "why_chosen": why,
                 "file": o.file,
-                "split": split[o.file],
+                "split": split.get(o.file),
                 "status": o.status,
                 "facts": _describe(o, labels[o.file], base_answers.get(o.file)),
                 "analysis": curated.get(o.file, ""),
@@ -331,15 +319,15 @@ def run_eval(
         "data_root": _rel(data_root),
         "n_images": len(labels),
         "limited": bool(limit),
-        "split_counts": {s: sum(v == s for v in split.values()) for s in ("tune", "test")},
+        "split_counts": {s: sum(v == s for v in split.values()) for s in ("tune", "test")} if fitted else None,
         "baseline": {
             "ms_per_image": round(base_ms, 1),
             "all": summaries[BASELINE],
-            "test_split": summarize(o for o in base_out if split[o.file] == "test"),
-            "tune_split": summarize(o for o in base_out if split[o.file] == "tune"),
+            "test_split": summarize(o for o in base_out if split[o.file] == "test") if fitted else None,
+            "tune_split": summarize(o for o in base_out if split[o.file] == "tune") if fitted else None,
             "methods": {m: sum(a.extra.get("method") == m for a in base_answers.values()) for m in ("template-diff", "pcb-drc", "tile-stats")},
             "slices_all": slices(base_out),
-            "slices_test": slices(o for o in base_out if split[o.file] == "test"),
+            "slices_test": slices(o for o in base_out if split[o.file] == "test") if fitted else None,
         },
         "vlm": {
             "endpoint": client.base_url if client is not None else None,
@@ -352,12 +340,22 @@ def run_eval(
         "comparison": compare({BASELINE: summaries[BASELINE], **{c.name: summaries.get(c.name) for c in configs}}),
         "instructive_failures": instructive,
         "overlays": overlays,
-        "per_image": {name: [o.to_dict() | {"split": split[o.file]} for o in outs] for name, outs in outcomes.items()},
+        "per_image": {name: [o.to_dict() | {"split": split.get(o.file)} for o in outs] for name, outs in outcomes.items()},
         "answers": {name: {f: a.to_dict() for f, a in ans.items()} for name, ans in runs_answers.items()},
     }
     (out_dir / "report.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     (out_dir / "report.md").write_text(render_markdown(payload, configs))
     return payload
+
+
+def _split_sentence(p: dict[str, Any]) -> str:
+    if not p["split_counts"]:
+        return ("Thresholds were fitted on the tune split of the repository's inspection_labels.json; these labels are "
+                "another set, so no tune/test split is reported for them.")
+    return (f"Thresholds were chosen on the **tune split only** ({p['split_counts']['tune']} images, every 3rd image of "
+            f"each source/kind group; `scripts/tune_pixel_baseline.py`); the **test split** ({p['split_counts']['test']} "
+            "images) was not used to fit any threshold (the methods themselves were designed after looking at a handful "
+            "of images of both kinds).")
 
 
 def render_markdown(p: dict[str, Any], configs: tuple[InspectConfig, ...]) -> str:
@@ -369,7 +367,7 @@ def render_markdown(p: dict[str, Any], configs: tuple[InspectConfig, ...]) -> st
         f"{p['n_images']} labelled images ({p['labels']}; data {p['data_root']})."
         + (" **Partial run (--limit).**" if p["limited"] else ""),
         "Regenerate: `mmrag inspect --eval` (or `python -m rag.inspection.cli --eval`). Metric definitions: "
-        "`eval/inspection_scoring.py`. Overlays: gold boxes green, predicted red, grid-cell answers dashed orange.",
+        "`rag/inspection/scoring.py`. Overlays: gold boxes green, predicted red, grid-cell answers dashed orange.",
         "",
         "## Pixel baseline (measured here, no model weights)",
         "",
@@ -377,12 +375,11 @@ def render_markdown(p: dict[str, Any], configs: tuple[InspectConfig, ...]) -> st
         f"that have an aligned template; a design-rule check (tiny copper islands/holes) for the {b['methods']['pcb-drc']} "
         f"PCB scans without one (the defect-free templates themselves); reference-free dark-blob statistics for the "
         f"{b['methods']['tile-stats']} magnetic tiles. "
-        f"Thresholds were chosen on the **tune split only** ({p['split_counts']['tune']} images, every 3rd image of each "
-        f"source/kind group; `scripts/tune_pixel_baseline.py`); the **test split** ({p['split_counts']['test']} images) "
-        f"was not used to fit any threshold (the methods themselves were designed after looking at a handful of images "
-        f"of both kinds). {b['ms_per_image']} ms per image on this CPU (2 cores, shared).",
+        + _split_sentence(p) + f" {b['ms_per_image']} ms per image on this CPU (2 cores, shared).",
         "",
-        _table(["images"] + MAIN_HEADER, _summary_rows({"test split (held out)": b["test_split"], "tune split": b["tune_split"], "all": b["all"]})),
+        _table(["images"] + MAIN_HEADER, _summary_rows(
+            ({"test split (held out)": b["test_split"], "tune split": b["tune_split"]} if p["split_counts"] else {})
+            | {"all": b["all"]})),
         "",
         f"Confusion (all): TP {b['all']['tp']}, FP {b['all']['fp']}, FN {b['all']['fn']}, TN {b['all']['tn']}. "
         "The baseline never abstains and gives no calibrated confidence, so abstention and confident-but-wrong do not apply to it.",
@@ -391,7 +388,7 @@ def render_markdown(p: dict[str, Any], configs: tuple[InspectConfig, ...]) -> st
         "",
         _table(["source"] + MAIN_HEADER, _summary_rows(
             {f"{k} (all)": v for k, v in b["slices_all"]["source"].items()}
-            | {f"{k} (test split)": v for k, v in b["slices_test"]["source"].items()})),
+            | {f"{k} (test split)": v for k, v in (b["slices_test"] or {"source": {}})["source"].items()})),
         "",
         "Read these with care: (1) the PCB side is handed an aligned defect-free template, which makes it close to an "
         "oracle for *whether* something changed; the VLM sees one image only, so PCB rows are not a like-for-like "
@@ -456,7 +453,7 @@ def render_markdown(p: dict[str, Any], configs: tuple[InspectConfig, ...]) -> st
     out += ["## Three instructive failures (pixel baseline)", ""]
     for i, f in enumerate(p["instructive_failures"], 1):
         out += [
-            f"### {i}. {f['why_chosen']}: `{Path(f['file']).name}` ({f['split']} split)",
+            f"### {i}. {f['why_chosen']}: `{Path(f['file']).name}`" + (f" ({f['split']} split)" if f["split"] else ""),
             "",
             f"![{Path(f['file']).name}]({f['overlay']})" if f["overlay"] else "",
             "",
@@ -475,7 +472,7 @@ def render_markdown(p: dict[str, Any], configs: tuple[InspectConfig, ...]) -> st
         for o in sorted(fails, key=lambda o: (o["status"], o["file"])):
             link = p["overlays"][name].get(o["file"])
             what = o["status"] if o["status"] != "TP" else "TP, wrong place"
-            rows.append([f"[{Path(o['file']).name}]({link})" if link else Path(o["file"]).name, o["split"], what,
+            rows.append([f"[{Path(o['file']).name}]({link})" if link else Path(o["file"]).name, o["split"] or "–", what,
                          ", ".join(o["gold_types"]) or "none", ", ".join(o["pred_types"]) or "–",
                          f"{sum(g['hit'] for g in o['gold_boxes'])}/{len(o['gold_boxes'])}"])
         out += [_table(["image", "split", "outcome", "gold types", "predicted types", "gold boxes hit"], rows), ""]
