@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from rag.channels import BM25, DENSE, Channel, QueryPart, declared
+from rag.channels import DENSE, Channel, QueryPart, declared
 from rag.clip_embedding import ClipEmbedding
 from rag.config import DEFAULT_MATCH_THRESHOLDS, Settings, check_weights
 from rag.encoders import Encoders, combine
@@ -20,7 +20,6 @@ from rag.errors import MmragError
 from rag.fusion import WeightedRRFRetriever, check_native_weights
 from rag.hashing import file_sha256
 from rag.match import MatchJudge, best
-from rag.milvus_filters import Filter
 from rag.query_parser import Negation, matched_terms, negative_term_groups, parse_query, parts_to_dicts
 from rag.retrievers import ChannelRetriever, SearchQuery
 from rag.store import CatalogStore
@@ -181,7 +180,8 @@ class SearchEngine:
         query = SearchQuery(query_str=" ".join(p.text for p in parts if p.text and not p.negative),
                             inputs=inputs, top_k=max(k, CANDIDATES_PER_CHANNEL),
                             filter=self.store.filter(filters, own_ids), timings_ms=timings)
-        query.channel_filters = self._exclusions(names, parts, query.filter)
+        # BM25 channels drop documents holding a negative part's words (rag/store.py applies it per backend)
+        query.exclude = negative_term_groups(parts) if self.exclude_negated_bm25 else []
         if mode == HYBRID and fusion == "native" and len(names) > 1:
             hits = self._native(names, query, k, weights)
         else:
@@ -274,18 +274,6 @@ class SearchEngine:
                else p for i, p in enumerate(parts)]
         return out, sorted(set(ids.values()))
 
-    def _exclusions(self, names: list[str], parts: list[QueryPart], base: Filter) -> dict[str, Filter]:
-        """Per BM25 channel: the filter that drops documents holding a negative part's tokens."""
-        groups = negative_term_groups(parts)
-        if not groups or not self.exclude_negated_bm25:
-            return {}
-        out = {}
-        for name in names:
-            channel = self.store.channel(name)
-            if channel.kind == BM25 and channel.text_field:
-                out[name] = base.and_(exclusion_filter(channel.text_field, groups))
-        return out
-
     def _inputs(self, channels: list[Channel], parts: list[QueryPart], timings: dict[str, float]) -> dict[str, Any]:
         """Each channel's query: a combined vector (dense) or the positive text (BM25); absent when it has none."""
         inputs: dict[str, Any] = {}
@@ -326,7 +314,7 @@ class SearchEngine:
         t = time.perf_counter()
         requests = [(self.store.channel(n), query.inputs[n]) for n in names]
         hits = self.store.hybrid_search(requests, k, query.top_k, self.settings.rrf_k, query.filter,
-                                        channel_filters=query.channel_filters)
+                                        exclude=query.exclude)
         query.timings_ms["milvus_hybrid"] = (time.perf_counter() - t) * 1000
         return hits
 
@@ -338,18 +326,3 @@ class SearchEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def exclusion_filter(text_field: str, groups: list[list[frozenset[str]]]) -> Filter:
-    """Milvus expression: the tokenised text holds no group completely (a group = one negative part's tokens,
-    each satisfied by any of its synonyms). Tokens are [a-z0-9]+ (rag.bm25), safe to inline; the text is
-    space-separated tokens, so a whole-token match is one of four LIKE forms."""
-    def holds(token: str) -> str:
-        return (f'({text_field} == "{token}" or {text_field} like "{token} %" or {text_field} like "% {token}" '
-                f'or {text_field} like "% {token} %")')
-
-    clauses = []
-    for group in groups:
-        alternatives = [" or ".join(holds(t) for t in sorted(synonyms)) for synonyms in group]
-        clauses.append(" and ".join(f"({a})" for a in alternatives))
-    return Filter("not (" + " or ".join(f"({c})" for c in clauses) + ")")

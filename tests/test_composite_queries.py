@@ -15,7 +15,7 @@ from rag.channels import QueryPart
 from rag.config import Settings
 from rag.errors import MmragError
 from rag.query_parser import PERSON_WORDS, negative_term_groups, parse_query
-from rag.search import SearchEngine, exclusion_filter
+from rag.search import SearchEngine
 from test_cli_search import mmrag
 
 pytestmark = pytest.mark.slow
@@ -62,8 +62,8 @@ def test_hybrid_negation_keeps_bm25_votes_off_excluded_documents(engine) -> None
     # native fusion: the BM25 request of Milvus' hybrid_search carries the exclusion itself
     store = engine.store
     bm25 = store.channel("bm25")
-    excluded = exclusion_filter(bm25.text_field, negative_term_groups(parse_query("a street - people").parts))
-    hits = store.hybrid_search([(bm25, "street")], 40, 40, 60, channel_filters={"bm25": excluded})
+    excluded = negative_term_groups(parse_query("a street - people").parts)
+    hits = store.hybrid_search([(bm25, "street")], 40, 40, 60, exclude=excluded)
     plain = store.hybrid_search([(bm25, "street")], 40, 40, 60)
     captions = {doc_id: row["caption"] for doc_id, row in store.fetch([h for h, _ in plain]).items()}
     assert [h for h, _ in hits] == [h for h, _ in plain if not _names_people(captions[h])]
@@ -141,3 +141,25 @@ def test_cli_parse_errors_are_one_line(data_dir, args: list[str], fragment: str)
     out = mmrag("search", *args, "--data-dir", str(data_dir))
     assert out.returncode == 2 and fragment in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and out.stdout == ""
+
+
+def test_negation_on_milvus_23_scores_bm25_in_process() -> None:
+    """Milvus 2.3 has no BM25 function and only prefix LIKE: the exclusion happens in the client-side BM25."""
+    import importlib.util
+    import sys
+
+    from conftest import REPO
+    from rag.dev.milvus_standalone import netns_available, run_in_netns
+
+    if importlib.util.find_spec("milvus") is None:
+        pytest.skip("the `milvus` package (Milvus 2.3.5 standalone) is not installed")
+    ok, reason = netns_available()
+    if not ok:
+        pytest.skip(f"cannot make a private network namespace for the Milvus server: {reason}")
+    proc = run_in_netns([sys.executable, str(Path(__file__).with_name("milvus23_negation_scenario.py"))],
+                        timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "2.3" in seen["server"]
+    assert any(_names_people(caption) for _, caption in seen["plain"])
+    assert [i for i, _ in seen["negated"]] == [i for i, caption in seen["plain"] if not _names_people(caption)]

@@ -16,7 +16,7 @@ from rag.query_parser import (
     parse_chip,
     parse_query,
 )
-from rag.search import exclusion_filter
+from rag.milvus_filters import exclusion_filter
 
 
 def _parts(text: str, **kw) -> list[tuple[str | None, float]]:
@@ -174,3 +174,16 @@ def test_exclusion_filter_matches_whole_tokens_only() -> None:
     expr = exclusion_filter("bm25_text", [[frozenset({"dog"})], [frozenset({"red"}), frozenset({"ball"})]]).expr
     assert expr.startswith("not (") and 'bm25_text like "% dog %"' in expr and 'bm25_text == "dog"' in expr
     assert 'like "% red %")) and ((' in expr  # both tokens of a phrase must be held (behaviour: test_composite_queries)
+
+
+def test_client_side_bm25_excludes_the_same_documents() -> None:
+    """Servers without the BM25 function (Milvus 2.3/2.4) score BM25 in-process: the exclusion happens there."""
+    from rag.bm25 import BM25Index
+
+    index = BM25Index(["a", "b", "c", "d"], ["a dog on the grass", "a man and his dog", "two women walking dogs",
+                                              "a red ball and a dog"])
+    groups = negative_term_groups(parse_query("dog - people - red ball").parts)
+    assert {d for d, _ in index.top("dog", 10)} == set("abcd")
+    assert [d for d, _ in index.top("dog", 10, exclude_groups=groups)] == ["a"]
+    only_red = negative_term_groups(parse_query("dog - red").parts)
+    assert {d for d, _ in index.top("dog", 10, exclude_groups=only_red)} == {"a", "b", "c"}
