@@ -54,10 +54,6 @@ class ParsedQuery:
     negations: tuple[Negation, ...] = ()
     composite: bool = False  # operators or weights were used
 
-    @property
-    def positive_text(self) -> str:
-        return " ".join(p.text for p in self.parts if p.text and not p.negative)
-
 
 # ---------------------------------------------------------------- composite syntax
 
@@ -279,7 +275,7 @@ _SIGNS = {"parking", "smoking", "entry", "trespassing", "stopping", "swimming", 
 _NOT_SKIP = {"only", "just", "merely", "necessarily", "quite", "very", "too", "so", "as", "much", "many", "all",
              "even", "yet", "really", "sure", "bad", "far", "long", "always", "exactly", "simply", "least", "to",
              "at", "in", "on", "with", "by", "for", "from", "under", "over", "near", "into", "out", "that", "this",
-             "enough", "one", "be", "have", "being", "nearly", "entirely", "completely", "fully", "yet", "until"}
+             "enough", "one", "be", "have", "being", "nearly", "entirely", "completely", "fully", "until"}
 _NOT_BEFORE = {"if", "or", "whether", "why", "do", "does", "did", "could", "would", "should", "can", "will"}
 _PERSON_CUES = {"nobody", "noone", "no-one"}
 _SIGN_WORDS = {"sign", "signs", "zone", "board", "symbol", "logo"}
