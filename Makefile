@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_DATA ?= ../shared/data
 
-.PHONY: setup demo test browser-deps netns-deps eval bench clean
+.PHONY: setup demo test browser-deps netns-deps eval bench faults clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ eval: setup
 
 bench: setup
 	$(PY) bench/clip_throughput.py && $(PY) bench/query_latency.py && $(PY) bench/ann_recall.py
+
+faults: setup
+	$(PY) bench/faults.py --out bench/results/faults.md
 
 clean:
 	rm -rf mmrag_data .cache .pytest_cache

@@ -180,5 +180,5 @@ def test_index_type_overrides_from_the_environment_reach_the_created_collection(
     assert settings.index_overrides == {"index_type": "HNSW", "M": 8, "ef": 40}
     with CatalogStore.open(settings, create=True, dims={"text": 16}, models={"text_model": "t"}) as store:
         index = store.client.describe_index(store.primary, "caption_vector")
-        assert index["index_type"] == "HNSW" and int(index["M"]) == 8
+        assert index["index_type"] == "HNSW" and int(index.get("M") or index["params"]["M"]) == 8
         assert store.info.search_params["caption_vector"] == {"ef": 40}
