@@ -23,6 +23,7 @@ from rag.app.index_info import (
     read_index_state,
     store_error_message,
 )
+from rag.app.query_chips import chips_of, highlight, parts_of
 from rag.app.thumbnails import ThumbnailCache
 from rag.app.uploads import UPLOAD_TYPES, UploadLimits, new_upload_dir, save_upload
 from rag.config import Settings, env_flag, env_value
@@ -209,13 +210,15 @@ def render_controls(engine: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- search tab
 
 
-def run_search(engine: Any, controls: dict[str, Any], text: str | None, image: str | None) -> Turn:
-    turn = Turn(text=text, image_path=image, mode=controls["mode"], k=controls["k"], filters=dict(controls["filters"]))
+def run_search(engine: Any, controls: dict[str, Any], text: str | None, image: str | None,
+               parts: list[Any] | None = None) -> Turn:
+    turn = Turn(text=text, image_path=image, mode=controls["mode"], k=controls["k"], filters=dict(controls["filters"]),
+                parts=list(parts or []))
     if controls["filter_error"]:
         turn.error = f"Not searched: {controls['filter_error']}"
         return turn
     try:
-        response = engine.search(text, image=image, mode=turn.mode, k=turn.k, filters=turn.filters or None)
+        response = engine.search(text, image=image, mode=turn.mode, k=turn.k, filters=turn.filters or None, parts=parts)
     except MmragError as exc:
         turn.error = str(exc)
     except Exception as exc:  # noqa: BLE001 — e.g. the Milvus server went away: one line in the chat, no traceback
@@ -223,6 +226,7 @@ def run_search(engine: Any, controls: dict[str, Any], text: str | None, image: s
     else:
         turn.results = [ResultCard.from_result(r) for r in response.results]
         turn.timings_ms = dict(response.timings_ms)
+        turn.parts, turn.negations = list(response.parts), list(response.negations)
         turn.match = getattr(response, "match", None)
     return turn
 
@@ -236,19 +240,47 @@ def render_card(card: ResultCard, turn_id: int, thumbs: ThumbnailCache, retrieve
         st.markdown(f'<a id="{card_anchor(turn_id, card.rank)}"></a>', unsafe_allow_html=True)
     st.image(thumbs.get(card.path), caption=f"#{card.rank} · score {card.score:.4f}", width="stretch")
     st.caption(card.ranks_text(retrievers), help=card.caption or "(no caption)")
+    if card.matched_terms:
+        st.caption(f"matched: {', '.join(card.matched_terms)}")
     if card.match in MATCH_LABELS:
         st.caption(MATCH_LABELS[card.match])
     if ask is not None and not any(s.sent and s.number == card.rank for s in ask.sources):
         st.caption("not sent to the model")
     with st.expander("Caption"):
-        st.write(card.caption or "(no caption)")
+        st.markdown(highlight(card.caption, card.matched_terms) if card.caption else "(no caption)")
         st.caption(Path(card.path).name)
     help_text = "Use this image as the next query" + ("" if clip_on else " (no CLIP: searches with its caption)")
     st.button("Similar images", key=f"similar_{turn_id}_{card.rank}", on_click=queue_image_query, args=(card.path,),
               help=help_text, type="tertiary")  # fmt: skip
 
 
-def render_turn(turn: Turn, thumbs: ThumbnailCache, retrievers: list[str], asker: Any = None) -> None:
+def queue_parts(turn_id: int) -> None:
+    """on_click of 'Search with these parts': the next run searches with the edited chips."""
+    st.session_state["pending_parts"] = list(st.session_state.get(f"chips_{turn_id}", []))
+
+
+def render_parts_editor(turn: Turn) -> None:
+    """The latest query as chips: remove one, or type a new one ('- people', '2:beach'), then search again."""
+    chips = chips_of(turn.parts)
+    if turn.negations:
+        st.caption("Negation found: " + ", ".join(f"“{n.cue} {n.text}” → − {n.text}" for n in turn.negations))
+    st.multiselect("Query parts", chips, default=chips, key=f"chips_{turn.id}", accept_new_options=True,
+                   help="Each chip is one part of the query: + looks for it, − excludes it, N: weighs it "
+                        "(e.g. '- people', '2:beach'). Edit the chips, then search again.")
+    st.button("Search with these parts", key=f"chips_go_{turn.id}", on_click=queue_parts, args=(turn.id,))
+
+
+def run_parts_search(engine: Any, controls: dict[str, Any], chips: list[str]) -> Turn:
+    try:
+        parts = parts_of(chips)
+    except MmragError as exc:
+        return Turn(text=" ".join(chips) or None, image_path=None, mode=controls["mode"], k=controls["k"],
+                    filters={}, error=str(exc))
+    return run_search(engine, controls, None, None, parts=parts)
+
+
+def render_turn(turn: Turn, thumbs: ThumbnailCache, retrievers: list[str], asker: Any = None,
+                latest: bool = False) -> None:
     with st.chat_message("user"):
         if turn.image_path:
             st.image(thumbs.get(turn.image_path), width=140)
@@ -258,6 +290,8 @@ def render_turn(turn: Turn, thumbs: ThumbnailCache, retrievers: list[str], asker
         if turn.error:
             st.error(turn.error)
             return
+        if latest and turn.ask is None and turn.parts and (len(turn.parts) > 1 or not turn.image_path):
+            render_parts_editor(turn)
         if turn.ask is not None:
             render_answer(turn, asker)
         if not turn.results:
@@ -311,6 +345,9 @@ def render_search_tab(settings: Settings, engine: Any, controls: dict[str, Any])
             asker = Asker(engine, None, settings.ask_images)
             st.error(str(exc))
 
+    chips = st.session_state.pop("pending_parts", None)
+    if chips is not None:
+        log.add(run_parts_search(engine, controls, chips))
     pending = st.session_state.pop("pending_image", None)
     if pending:
         log.add(run_search(engine, controls, None, pending))
@@ -332,7 +369,7 @@ def render_search_tab(settings: Settings, engine: Any, controls: dict[str, Any])
         if not len(log):
             st.caption(f"{size} images indexed. Type a query below, or upload an image in the sidebar.")
         for turn in log:
-            render_turn(turn, thumbs, retrievers, asker)
+            render_turn(turn, thumbs, retrievers, asker, latest=turn is log.last)
         if len(log):
             st.button("Clear chat", key="clear_chat", on_click=clear_chat)
 

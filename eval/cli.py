@@ -66,6 +66,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch and OpenMP model code during the eval (default 1: on a small shared "
                              "machine 2+ OpenMP threads spin-wait under background load and query latency explodes); 0 = leave as is")
+    parser.add_argument("--query-tables", choices=("on", "off", "only"), default="on",
+                        help="the negation, composite and multilingual query tables: on (default), off, or only (run just "
+                             "them and write OUT/query_tables.md + .json, leaving report.md alone)")
+    parser.add_argument("--multilingual", type=Path, default=None,
+                        help="hand-translated gold queries for the multilingual table (default eval/multilingual_queries.json)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return parser
 
@@ -109,11 +114,16 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         clip_models=clip_models, text_models=text_models,
         caption_sources=_choices(args.caption_sources, CAPTION_SOURCES, "caption source"),
         forms=_choices(args.forms, FORMS, "query form"), sweep=not args.no_sweep, rerank_vlm=args.rerank_vlm, k=args.k,
-        show_progress=not args.no_progress,
+        show_progress=not args.no_progress, query_tables=args.query_tables, multilingual=args.multilingual,
     )
     set_threads(args.threads)
     doc = run_experiments(opts, settings)
     doc["meta"]["threads"] = args.threads or "unchanged"
+    if args.query_tables == "only":
+        from eval.query_report import write_query_tables
+
+        print(f"query tables: {write_query_tables(doc, opts.out_dir)['report']}")
+        return 0
     paths = write_report(doc, gold, catalog, opts.out_dir)
     for row in doc["tables"].get("modes", []):
         s = doc["runs"][row["key"]]["summary"] if row["key"] else {}

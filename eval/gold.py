@@ -150,6 +150,7 @@ class GoldQuery:
     relevant: frozenset[str]
     tags: tuple[str, ...] = ()
     note: str = ""
+    composite: str = ""  # the query in composite syntax (rag.query_parser), for queries written for it
 
     def text(self, form: str) -> str:
         if form not in ("short", "descriptive"):
@@ -213,8 +214,10 @@ def parse_gold(data: Any, *, catalog_files: set[str] | None = None, where: str =
         outside = sorted(set(relevant) - judged_set)
         if outside:
             raise GoldError(f"{where}: query {qid} marks {outside[0]!r} relevant but it is not in the judged pool")
+        if not isinstance(q.get("composite", ""), str):
+            raise GoldError(f"{where}: query {qid} has a non-text 'composite'")
         queries.append(GoldQuery(qid, q["short"].strip(), q["descriptive"].strip(), q["expr"], frozenset(relevant),
-                                 tuple(q.get("tags", [])), q.get("note", "")))
+                                 tuple(q.get("tags", [])), q.get("note", ""), q.get("composite", "").strip()))
     meta = {k: v for k, v in data.items() if k not in ("queries", "judged")}
     return GoldSet(queries, judged_set, None, str(data.get("relevance_source", "")), meta)
 

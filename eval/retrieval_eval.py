@@ -351,6 +351,8 @@ class EvalOptions:
     k: int = K_FETCH
     metadata: Path | None = None
     show_progress: bool = True
+    query_tables: str = "on"  # on | off | only: the negation, composite and multilingual tables (eval/query_tables.py)
+    multilingual: Path | None = None  # hand translations of the gold queries (None: eval/multilingual_queries.json)
     absent: Path | None = None  # absent queries for the no-match table (None: eval/absent_queries.json; skipped if missing)
 
 
@@ -407,6 +409,8 @@ def plan(opts: EvalOptions, clip_status: dict[str, str], vlm_ready: bool) -> dic
     base = IndexSpec(base_text, base_clip, "catalog")
     modes = [m for m in opts.modes]
     tables: dict[str, list[tuple[str, RunConfig | None, str]]] = defaultdict(list)  # label, config, status-if-not-run
+    if opts.query_tables == "only":
+        return {"base": base, "tables": {}}
 
     def add(table: str, label: str, cfg: RunConfig) -> None:
         needs_clip = cfg.base_mode == "clip" or (cfg.rerank and not cfg.vlm_judge)
@@ -472,6 +476,13 @@ def run_experiments(opts: EvalOptions, settings: Settings, *, engine_factory: En
     for cfg in configs.values():
         by_index[cfg.index].append(cfg)
     by_index.setdefault(base, [])
+    translations = None
+    if opts.query_tables != "off":
+        from eval.query_tables import DEFAULT_MULTILINGUAL, load_translations
+
+        translations = load_translations(opts.multilingual or DEFAULT_MULTILINGUAL, gold)
+        for tm in opts.text_models:  # the multilingual table runs on each caption text model's index
+            by_index.setdefault(IndexSpec(tm, base.clip_model, "catalog"), [])
 
     results: dict[str, RunResult] = {}
     extra: dict[str, Any] = {"rankings": {}, "pair_scores": {}, "sweep": None, "index_reports": {}, "load_average": {},
@@ -501,11 +512,17 @@ def run_experiments(opts: EvalOptions, settings: Settings, *, engine_factory: En
                 for pq, ms in zip(run.per_query, latencies.get(cfg.key(), [])):
                     pq["latency_ms"] = ms
                 run.summary = summarize(run.per_query, run.has_quality)
-            if spec == base and quality:
+            if spec == base and quality and opts.query_tables != "only":
                 _base_extras(engine, spec, gold, catalog, opts, settings, extra, results)
+            if translations is not None and quality and spec.caption_source == "catalog" and spec.clip_model == base.clip_model:
+                from eval.query_tables import run_query_tables
+
+                run_query_tables(engine, spec.text_model, gold, catalog, extra.setdefault("query_tables", {}),
+                                 base=spec == base, forms=opts.forms, k=opts.k, translations=translations,
+                                 progress=opts.show_progress)
         finally:
             engine.close()
-    extra["encoder_latency"] = encoder_latency(gold, opts.forms)
+    extra["encoder_latency"] = encoder_latency(gold, opts.forms) if opts.query_tables != "only" else {}
     extra["load_average"]["encoders"] = [round(os.getloadavg()[0], 2)] * 2
     return {
         "meta": {

@@ -20,6 +20,7 @@ from eval import plots
 from eval.gold import GoldQuery, GoldSet, _tokenize
 from eval.match_report import no_match_markdown
 from eval.metrics import METRICS, paired_sign_flip_p
+from eval.query_report import render_query_tables, slim_query_tables
 from eval.retrieval_eval import PRIMARY_FORM, SINGLE_RETRIEVERS, Catalog
 
 METRIC_LABEL = {"p@5": "P@5", "r@5": "R@5", "r@10": "R@10", "mrr": "MRR", "ndcg@10": "nDCG@10"}
@@ -565,6 +566,9 @@ def render_markdown(doc: dict[str, Any], gold: GoldSet, catalog: Catalog, images
             f"`{Path(f['file']).name}` ({where}; single-retriever ranks: {ranks}). Categories: {', '.join(f['categories']) or '—'}; "
             f"caption: “{f['caption'][:110]}”. **Caused by {f['blamed']}**: {f['why']}.")
     add("")
+    section = render_query_tables(doc)  # negation, composite and multilingual queries (issue 11)
+    if section:
+        add(section)
     add("## No-match detection (held-out split)\n")
     add(no_match_markdown(doc.get("no_match") or {}))
     add("## 11. Not measured\n")
@@ -695,8 +699,11 @@ def slim(doc: dict[str, Any]) -> dict[str, Any]:
     fails = [{**f, "misses": [{k: v for k, v in m.items() if k != "why"} for m in f["misses"]],
               "wrong_hits": [{k: v for k, v in w.items() if k != "why"} for w in f["wrong_hits"]]} for f in doc.get("failures", [])]
     no_match = {k: v for k, v in (doc.get("no_match") or {}).items() if k != "points"} or None
-    return {k: v for k, v in doc.items() if k not in ("rankings", "pair_scores", "runs", "failures")} | {
+    out = {k: v for k, v in doc.items() if k not in ("rankings", "pair_scores", "runs", "failures")} | {
         "runs": runs, "failures": fails, "no_match": no_match}
+    if "query_tables" in doc:
+        out["query_tables"] = slim_query_tables(doc["query_tables"])
+    return out
 
 
 def write_report(doc: dict[str, Any], gold: GoldSet, catalog: Catalog, out: Path) -> dict[str, Path]:

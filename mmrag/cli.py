@@ -116,8 +116,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- search
 def _add_search(sub: Any) -> None:
     p = sub.add_parser("search", help="search by text or by image (or many queries from a JSONL file)")
-    p.add_argument("query", nargs="?", help="text query")
+    p.add_argument("query", nargs="?", help='text query; composite syntax "2:dog + beach - people" (terms joined by '
+                   'a spaced + or -, optional N: weight, quotes for literal text); "no X", "without X", "nobody" '
+                   'exclude X automatically')
     p.add_argument("--image", type=Path, help="query image (image→image; its own hit is dropped)")
+    p.add_argument("--plus", action="append", default=[], metavar="TEXT", help="add a positive part (repeatable; N:TEXT weights it)")
+    p.add_argument("--minus", action="append", default=[], metavar="TEXT", help="add a negative part: results should not show it (repeatable)")
+    p.add_argument("--literal", action="store_true", help="send the query text unchanged: no composite syntax, no automatic negation")
     p.add_argument("--queries", type=Path, metavar="FILE.jsonl",
                    help='one query per line: {"query": ...} or {"image": ...}, optional "filters", "k", "mode"; '
                         "prints one JSON object per line")
@@ -167,20 +172,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rag.search import SearchEngine, limit_query_threads
 
     settings = settings_from_args(args)
-    if args.query is None and args.image is None and args.queries is None:
-        raise MmragError("give a text query, --image PATH, or --queries FILE.jsonl")
+    if args.query is None and args.image is None and args.queries is None and not args.plus:
+        raise MmragError("give a text query, --image PATH, --plus TEXT, or --queries FILE.jsonl")
     filters = parse_filters(args.filter)
+    parts = option_parts(args.plus, args.minus)
+    if args.query and not args.literal:
+        from rag.query_parser import parse_query
+
+        parse_query(args.query)  # a malformed query fails before the store and models open
     limit_query_threads(settings.query_threads)
     with SearchEngine.open(settings, models_from_index=args.clip_model is None and args.text_model is None) as engine:
         if args.queries is not None:
             return _batch_search(engine, args, filters)
-        response = engine.search(args.query, image=args.image, mode=args.mode, k=args.k, filters=filters)
+        response = engine.search(args.query, image=args.image, mode=args.mode, k=args.k, filters=filters, parts=parts,
+                                 literal=args.literal)
     if args.json:
         print(json.dumps(response.to_dict(), indent=2, ensure_ascii=False))
         return 0
-    print(f"{args.mode} search for {args.query or args.image!s}: {len(response.results)} result(s) "
+    print(f"{args.mode} search for {args.query or args.image or ' '.join(args.plus)!s}: {len(response.results)} result(s) "
           f"in {response.timings_ms.get('total', 0):.0f} ms")
-    print_results(response, str(args.query or args.image))
+    if len(response.parts) > 1 or response.negations:
+        print(parts_line(response))
+    print_results(response, str(args.query or args.image or " ".join(args.plus)))
     return 0
 
 
@@ -200,7 +213,32 @@ def print_results(response: Any, label: str) -> None:
     for r in response.results:
         ranks = " ".join(f"{name}={rank if rank is not None else '-'}" for name, rank in r.ranks.items())
         match = f"  ({r.match})" if r.match else ""
-        print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]{match}  {r.path}\n      {r.caption[:110]}")
+        matched = f"  matched: {', '.join(r.matched_terms)}" if r.matched_terms else ""
+        print(f"{r.rank:>3}. {r.score:.4f}  [{ranks}]{match}{matched}  {r.path}\n      {r.caption[:110]}")
+
+
+def option_parts(plus: list[str], minus: list[str]) -> list[Any]:
+    """--plus / --minus values as query parts ('2:beach' weighs a part)."""
+    from dataclasses import replace as with_weight
+
+    from rag.query_parser import parse_chip
+
+    parts = [parse_chip(text) for text in plus]
+    for text in minus:
+        part = parse_chip(text)
+        parts.append(with_weight(part, weight=-abs(part.weight)))
+    if any(p.negative for p in parts[: len(plus)]):
+        raise MmragError("--plus takes a positive part; use --minus TEXT to exclude")
+    return parts
+
+
+def parts_line(response: Any) -> str:
+    from rag.query_parser import format_part
+
+    line = "  parts: " + "  ".join(format_part(p) for p in response.parts)
+    if response.negations:
+        line += "  (negation found: " + ", ".join(f"{n.cue} {n.text}" for n in response.negations) + ")"
+    return line
 
 
 def _batch_search(engine: Any, args: argparse.Namespace, filters: dict[str, str]) -> int:
@@ -214,7 +252,8 @@ def _batch_search(engine: Any, args: argparse.Namespace, filters: dict[str, str]
         try:
             response = engine.search(item.get("query"), image=item.get("image"), mode=item.get("mode", args.mode),
                                      k=int(item.get("k", args.k)), filters={**filters, **(item.get("filters") or {})},
-                                     weights=parse_weights(item["weights"]) if item.get("weights") else None)
+                                     weights=parse_weights(item["weights"]) if item.get("weights") else None,
+                                     literal=bool(item.get("literal", False)))
         except (MmragError, ValueError, TypeError) as exc:
             failed += 1
             print(json.dumps({"line": number, "error": _one_line(exc)}), flush=True)

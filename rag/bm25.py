@@ -60,7 +60,10 @@ class BM25Index:
             return np.zeros(len(self.ids))
         return np.asarray(self._weights[:, cols].sum(axis=1)).ravel()
 
-    def top(self, query: str, k: int, allowed: set[str] | None = None, exclude: set[str] | None = None) -> list[tuple[str, float]]:
+    def top(self, query: str, k: int, allowed: set[str] | None = None, exclude: set[str] | None = None,
+            exclude_groups: Sequence[Sequence[frozenset[str]]] = ()) -> list[tuple[str, float]]:
+        """Best k (id, score); exclude_groups: a document holding every token of a group (any of its synonyms)
+        is skipped (negative query parts)."""
         terms = tokenize(query)
         if self._bm25 is None or not terms:
             return []
@@ -73,8 +76,15 @@ class BM25Index:
             doc_id = self.ids[i]
             if (allowed is not None and doc_id not in allowed) or (exclude and doc_id in exclude):
                 continue
+            if exclude_groups and self._holds_any(i, exclude_groups):
+                continue
             hits.append((doc_id, float(scores[i])))
         return hits
+
+
+    def _holds_any(self, i: int, groups: Sequence[Sequence[frozenset[str]]]) -> bool:
+        held = self._bm25.doc_freqs[i] if self._bm25 is not None else {}
+        return any(all(any(t in held for t in synonyms) for synonyms in group) for group in groups)
 
 
 def _weight_matrix(model: BM25Okapi) -> tuple[dict[str, int], sparse.csc_matrix]:

@@ -101,6 +101,21 @@ def build_filter(filters: Mapping[str, Scalar] | None, types: Mapping[str, str],
     return Filter(" and ".join(clauses), params)
 
 
+def exclusion_filter(text_field: str, groups: list[list[frozenset[str]]]) -> Filter:
+    """The tokenised text (rag.bm25 tokens, space-separated) holds no group completely; a group is one negative
+    query part's tokens, each satisfied by any of its synonyms. Tokens are [a-z0-9]+, safe to inline. Needs infix
+    LIKE (Milvus Lite, 2.4+); a whole-token match is one of four forms."""
+    def holds(token: str) -> str:
+        return (f'({text_field} == "{token}" or {text_field} like "{token} %" or {text_field} like "% {token}" '
+                f'or {text_field} like "% {token} %")')
+
+    clauses = []
+    for group in groups:
+        alternatives = [" or ".join(holds(t) for t in sorted(synonyms)) for synonyms in group]
+        clauses.append(" and ".join(f"({a})" for a in alternatives))
+    return Filter("not (" + " or ".join(f"({c})" for c in clauses) + ")" if clauses else "")
+
+
 def ids_filter(field_name: str, ids: Iterable[str], *, negate: bool = False, templates: bool = False) -> Filter:
     ids = sorted(set(ids))
     if not ids:

@@ -29,6 +29,7 @@ class SearchQuery(QueryBundle):
     inputs: dict[str, Any] = field(default_factory=dict)  # channel -> vector or text (absent: nothing to search)
     top_k: int = 50
     filter: Filter = field(default_factory=Filter)
+    exclude: list[list[frozenset[str]]] = field(default_factory=list)  # BM25: negative parts' token groups
     exclude_ids: frozenset[str] = frozenset()
     timings_ms: dict[str, float] = field(default_factory=dict)
     ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> id -> rank (1-based)
@@ -62,7 +63,7 @@ class ChannelRetriever(BaseRetriever):
             return []
         started = time.perf_counter()
         # The filter already excludes the query image's own id.
-        hits = self.store.search(self.channel, data, query.top_k, query.filter)
+        hits = self.store.search(self.channel, data, query.top_k, query.filter, exclude=query.exclude)
         query.timings_ms[self.channel.name] = (time.perf_counter() - started) * 1000
         query.ranks[self.channel.name] = {doc_id: rank for rank, (doc_id, _) in enumerate(hits, start=1)}
         query.scores[self.channel.name] = dict(hits)

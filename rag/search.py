@@ -20,6 +20,7 @@ from rag.errors import MmragError
 from rag.fusion import WeightedRRFRetriever, check_native_weights
 from rag.hashing import file_sha256
 from rag.match import MatchJudge, best
+from rag.query_parser import Negation, matched_terms, negative_term_groups, parse_query, parts_to_dicts
 from rag.retrievers import ChannelRetriever, SearchQuery
 from rag.store import CatalogStore
 
@@ -37,6 +38,7 @@ class SearchResult:
     caption: str
     metadata: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, float | None] = field(default_factory=dict)  # each channel's own score (cosine, BM25)
+    matched_terms: list[str] = field(default_factory=list)  # positive query tokens (rag.bm25) its caption holds
     match: str | None = None  # "good" | "weak" | "none" from the calibrated channels' scores (rag/match.py)
 
 
@@ -48,6 +50,8 @@ class SearchResponse:
     timings_ms: dict[str, float]
     image: str | None = None
     fusion: str | None = None
+    parts: list[QueryPart] = field(default_factory=list)  # what was searched: the parsed query
+    negations: list[Negation] = field(default_factory=list)  # negations found in the plain text
     match: str | None = None  # the best result's match; None: no calibrated channel took part
     match_evidence: dict[str, float | None] = field(default_factory=dict)  # channel -> strongest normalised score
 
@@ -62,6 +66,8 @@ class SearchResponse:
             out["image"] = self.image
         if self.fusion is not None:
             out["fusion"] = self.fusion
+        out["parts"] = parts_to_dicts(self.parts)
+        out["negations"] = [n.to_dict() for n in self.negations]
         out["match"] = self.match
         out["match_evidence"] = {k: (round(v, 4) if v is not None else None) for k, v in self.match_evidence.items()}
         return out
@@ -81,6 +87,9 @@ def limit_query_threads(threads: int) -> None:
 
 
 class SearchEngine:
+    # BM25 channels skip documents whose text holds every token of a negative part (the eval ablates this).
+    exclude_negated_bm25 = True
+
     def __init__(self, settings: Settings, store: CatalogStore, encoders: Encoders) -> None:
         self.settings = settings
         self.store = store
@@ -146,13 +155,19 @@ class SearchEngine:
     # ------------------------------------------------------------------ search
     def search(self, text: str | None = None, *, image: str | Path | None = None, mode: str = HYBRID, k: int = 10,
                filters: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
-               fusion: str | None = None, parts: Sequence[QueryPart] | None = None) -> SearchResponse:
-        """Text, image or composite (parts) query in one mode: a channel name or "hybrid"."""
+               fusion: str | None = None, parts: Sequence[QueryPart] | None = None,
+               literal: bool = False) -> SearchResponse:
+        """Text, image or composite (parts) query in one mode: a channel name or "hybrid".
+
+        The text is parsed (rag.query_parser: `2:dog + beach - people`, and "no X"/"without X"/"nobody" become
+        negative parts) unless literal, which sends it unchanged as one part.
+        """
         started = time.perf_counter()
         fusion = fusion or self.settings.fusion
         self._check_mode(mode, k, fusion)
         weights = self._weights(weights)
-        parts, own_id = self._parts(text, image, parts)
+        parts, negations = self._parse(text, parts, literal)
+        parts, own_ids = self._parts(parts, image)
         timings: dict[str, float] = {}
         names = self.channel_names if mode == HYBRID else [mode]
         if mode == HYBRID:
@@ -164,7 +179,9 @@ class SearchEngine:
             raise MmragError(self._nothing_to_search(mode, image))
         query = SearchQuery(query_str=" ".join(p.text for p in parts if p.text and not p.negative),
                             inputs=inputs, top_k=max(k, CANDIDATES_PER_CHANNEL),
-                            filter=self.store.filter(filters, [own_id] if own_id else []), timings_ms=timings)
+                            filter=self.store.filter(filters, own_ids), timings_ms=timings)
+        # BM25 channels drop documents holding a negative part's words (rag/store.py applies it per backend)
+        query.exclude = negative_term_groups(parts) if self.exclude_negated_bm25 else []
         if mode == HYBRID and fusion == "native" and len(names) > 1:
             hits = self._native(names, query, k, weights)
         else:
@@ -181,11 +198,12 @@ class SearchEngine:
             scores = {c.name: query.scores.get(c.name, {}).get(doc_id) for c in self.channels}
             metadata = {key: value for key, value in row.items() if key not in ("id", "path", "caption")}
             results.append(SearchResult(doc_id, row["path"], score, len(results) + 1, ranks, row["caption"], metadata,
-                                        scores))
+                                        scores, matched_terms(parts, row["caption"])))
         match, evidence = self._judge_match(results, query)
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResponse(text or "", mode, results, timings, image=str(image) if image is not None else None,
-                              fusion=fusion if mode == HYBRID else None, match=match, match_evidence=evidence)
+                              fusion=fusion if mode == HYBRID else None, match=match, match_evidence=evidence,
+                              parts=parts, negations=negations)
 
     def _judge_match(self, results: list[SearchResult], query: SearchQuery) -> tuple[str | None, dict[str, float | None]]:
         """Set each result's match and return the query's (rag/match.py); native fusion records no channel scores."""
@@ -223,22 +241,38 @@ class SearchEngine:
         check_weights(merged, [])
         return {name: merged.get(name, 1.0) for name in known}
 
-    def _parts(self, text: str | None, image: str | Path | None,
-               parts: Sequence[QueryPart] | None) -> tuple[list[QueryPart], str | None]:
+    @staticmethod
+    def _parse(text: str | None, parts: Sequence[QueryPart] | None,
+               literal: bool) -> tuple[list[QueryPart], list[Negation]]:
+        """The text's parts (parsed unless literal) before any parts passed in."""
         out = list(parts or [])
-        if text is not None and text.strip():
-            out.insert(0, QueryPart(text=text.strip()))
-        own_id = None
+        if text is None or not text.strip():
+            return out, []
+        if literal:
+            return [QueryPart(text=" ".join(text.split())), *out], []
+        parsed = parse_query(text)
+        return [*parsed.parts, *out], list(parsed.negations)
+
+    def _parts(self, parts: list[QueryPart], image: str | Path | None) -> tuple[list[QueryPart], list[str]]:
+        """Image parts checked and described: a catalog image brings its stored caption (for the text channels)
+        and its own hit is dropped. Returns (parts, ids to exclude)."""
         if image is not None:
-            path = Path(image)
-            if not path.is_file():
-                raise MmragError(f"query image not found: {path}")
-            own_id = file_sha256(path)
-            own = self.store.fetch([own_id]).get(own_id)
-            out.append(QueryPart(image=str(path), image_caption=own["caption"] if own else None))
-        if not out:
+            parts = [*parts, QueryPart(image=str(image))]
+        if not parts:
             raise MmragError("empty query: give text, or --image PATH")
-        return out, own_id
+        if not any(not p.negative for p in parts):
+            raise MmragError("the query has only negative parts: add something to look for")
+        ids: dict[int, str] = {}
+        for i, part in enumerate(parts):
+            if part.image:
+                path = Path(part.image)
+                if not path.is_file():
+                    raise MmragError(f"query image not found: {path}")
+                ids[i] = file_sha256(path)
+        rows = self.store.fetch(sorted(set(ids.values()))) if ids else {}
+        out = [replace(p, image_caption=rows[ids[i]]["caption"]) if i in ids and ids[i] in rows and p.image_caption is None
+               else p for i, p in enumerate(parts)]
+        return out, sorted(set(ids.values()))
 
     def _inputs(self, channels: list[Channel], parts: list[QueryPart], timings: dict[str, float]) -> dict[str, Any]:
         """Each channel's query: a combined vector (dense) or the positive text (BM25); absent when it has none."""
@@ -279,7 +313,8 @@ class SearchEngine:
         check_native_weights({n: weights.get(n, 1.0) for n in names})
         t = time.perf_counter()
         requests = [(self.store.channel(n), query.inputs[n]) for n in names]
-        hits = self.store.hybrid_search(requests, k, query.top_k, self.settings.rrf_k, query.filter)
+        hits = self.store.hybrid_search(requests, k, query.top_k, self.settings.rrf_k, query.filter,
+                                        exclude=query.exclude)
         query.timings_ms["milvus_hybrid"] = (time.perf_counter() - t) * 1000
         return hits
 

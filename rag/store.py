@@ -32,7 +32,7 @@ from rag.config import Settings
 from rag.errors import MmragError, StoreUnavailableError
 from rag.index_params import index_params_for, search_config_for_k
 from rag.milvus_caps import Capabilities, detect
-from rag.milvus_filters import FIELD_NAME, Filter, build_filter, ids_filter, type_name
+from rag.milvus_filters import FIELD_NAME, Filter, build_filter, exclusion_filter, ids_filter, type_name
 
 log = logging.getLogger(__name__)
 
@@ -390,10 +390,12 @@ class CatalogStore:
         built = build_filter(filters, self.field_types, templates=templates, reserved=reserved)
         return built.and_(ids_filter(ID, exclude_ids, negate=True, templates=templates))
 
-    def search(self, channel: Channel, data: Any, k: int, flt: Filter | None = None) -> list[tuple[str, float]]:
+    def search(self, channel: Channel, data: Any, k: int, flt: Filter | None = None,
+               exclude: Sequence[Sequence[frozenset[str]]] = ()) -> list[tuple[str, float]]:
         """(id, score) best first: COSINE similarity for dense channels, BM25 score for BM25 channels.
 
-        data: a vector (dense) or text (BM25; tokenised here).
+        data: a vector (dense) or text (BM25; tokenised here). exclude (BM25 only): token groups (rag.query_parser
+        negative_term_groups); a document holding every token of a group is left out.
         """
         flt = flt or Filter()
         k = min(k, MAX_LIMIT)
@@ -402,7 +404,9 @@ class CatalogStore:
             if not terms:
                 return []
             if not self.caps.bm25_function:
-                return self._client_bm25(channel, terms, k, flt)
+                return self._client_bm25(channel, terms, k, flt, exclude)
+            if exclude:
+                flt = flt.and_(exclusion_filter(channel.text_field, [list(g) for g in exclude]))
             request = {"data": [terms], "anns_field": channel.field, "search_params": {"metric_type": "BM25"}}
         else:
             params = search_config_for_k(self.info.search_params.get(channel.field, {}) if self.info else {}, k)
@@ -415,8 +419,10 @@ class CatalogStore:
         return [(str(hit["id"]), float(hit["distance"])) for hit in result[0]]
 
     def hybrid_search(self, requests: list[tuple[Channel, Any]], k: int, candidates: int, rrf_k: float,
-                      flt: Filter | None = None) -> list[tuple[str, float]]:
-        """One Milvus hybrid_search over the channels' fields, fused by RRFRanker. Best first."""
+                      flt: Filter | None = None, exclude: Sequence[Sequence[frozenset[str]]] = ()) -> list[tuple[str, float]]:
+        """One Milvus hybrid_search over the channels' fields, fused by RRFRanker. Best first.
+
+        exclude: as in search, applied to the BM25 requests."""
         from pymilvus import AnnSearchRequest, RRFRanker
 
         if not self.caps.hybrid_search or self.info is None or self.info.layout != "single":
@@ -425,7 +431,10 @@ class CatalogStore:
             raise MmragError(f"{self.caps.label} has no BM25 function: use --fusion client")
         flt = flt or Filter()
         reqs = []
+        base = flt
         for channel, data in requests:
+            flt = base.and_(exclusion_filter(channel.text_field, [list(g) for g in exclude])) \
+                if exclude and channel.kind == BM25 else base
             if channel.kind == BM25:
                 terms = bm25_text(data)
                 if not terms:
@@ -448,7 +457,8 @@ class CatalogStore:
         hits.sort(key=lambda h: (-round(h[1], 8), h[0]))  # float32 sums: break near-ties by id, as client fusion does
         return hits[:k]
 
-    def _client_bm25(self, channel: Channel, terms: str, k: int, flt: Filter) -> list[tuple[str, float]]:
+    def _client_bm25(self, channel: Channel, terms: str, k: int, flt: Filter,
+                     exclude: Sequence[Sequence[frozenset[str]]] = ()) -> list[tuple[str, float]]:
         """BM25 where the server has no BM25 function: the texts are read once, then scored in this process."""
         index = self._bm25.get(channel.name)
         if index is None:
@@ -462,7 +472,7 @@ class CatalogStore:
         if flt.expr:
             with self._milvus("filtering"):
                 allowed = {r[ID] for r in self._scan(self.primary, [ID], filter=self._inline(flt))}
-        return index.top(terms, k, allowed=allowed)
+        return index.top(terms, k, allowed=allowed, exclude_groups=exclude)
 
     @staticmethod
     def _inline(flt: Filter) -> str:

@@ -1,6 +1,6 @@
 """Recompute the relevance of gold_queries.json from the catalog's COCO instance categories.
 
-A person edits the human part of each query (id, short, descriptive, expr, tags, note); this script
+A person edits the human part of each query (id, short, descriptive, composite, expr, tags, note); this script
 fills `judged` (the judged image pool) and each query's `relevant` files from the metadata, so
 relevance never comes from caption text.
 
@@ -38,7 +38,7 @@ def rebuild(doc: dict, rows: list[dict]) -> tuple[dict, list[str]]:
     warnings: list[str] = []
     queries = []
     for q in doc["queries"]:
-        human = {k: q[k] for k in ("id", "short", "descriptive", "expr", "tags", "note") if k in q}
+        human = {k: q[k] for k in ("id", "short", "descriptive", "composite", "expr", "tags", "note") if k in q}
         parse_expr(q["expr"], vocabulary)
         relevant = compute_relevance(q["expr"], pool, vocabulary)
         if not relevant:

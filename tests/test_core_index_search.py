@@ -135,6 +135,7 @@ def test_json_contract(clip_index, clip_model, text_model) -> None:
     settings, _, _ = clip_index
     with SearchEngine.open(settings, clip=clip_model, text_embedder=text_model) as engine:
         data = json.loads(json.dumps(engine.search("a street", k=3).to_dict()))
-    assert set(data) == {"query", "mode", "results", "timings_ms", "fusion"}
-    assert set(data["results"][0]) == {"id", "path", "score", "rank", "ranks", "caption", "scores"}
+    assert set(data) == {"query", "mode", "results", "timings_ms", "fusion", "parts", "negations", "match", "match_evidence"}
+    assert set(data["results"][0]) == {"id", "path", "score", "rank", "ranks", "caption", "scores", "matched_terms", "match"}
+    assert data["parts"] == [{"text": "a street", "image": None, "weight": 1.0}] and data["negations"] == []
     assert set(data["results"][0]["ranks"]) == {"clip", "caption", "bm25", "ocr"}

@@ -345,6 +345,8 @@ def test_experiments_and_report_on_synthetic_engine(synthetic, tmp_path):
     paths = write_report(doc, gold, catalog, tmp_path / "out")
     report = paths["report"].read_text()
     assert "not run (no CLIP weights)" in report and "Recommendation" in report and "Caused by" in report
+    # the synthetic gold reuses translated ids (cat, dog, bear): the multilingual table renders from the same document
+    assert "### Multilingual queries" in report and doc["query_tables"]["multilingual"]["rows"]
     assert paths["similarity"].stat().st_size > 1000 and paths["thumbnails"].is_file() and paths["sweep"].is_file()
     saved = json.loads(paths["results"].read_text())
     key = next(r["key"] for r in saved["tables"]["modes"] if r["label"] == "bm25")

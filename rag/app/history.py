@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.channels import QueryPart
+from rag.query_parser import Negation, format_query
 from rag.search import SearchResult
 
 RETRIEVER_LABELS = {"clip": "CLIP", "caption": "caption", "bm25": "BM25", "ocr": "OCR"}
@@ -30,6 +32,7 @@ class ResultCard(SearchResult):
             ranks=dict(get("ranks", {}) or {}),
             caption=str(get("caption", "") or ""),
             metadata=dict(get("metadata", {}) or {}),
+            matched_terms=list(get("matched_terms", []) or []),
             scores=dict(get("scores", {}) or {}),
             match=get("match"),
         )
@@ -55,6 +58,8 @@ class Turn:
     results: list[ResultCard] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    parts: list[QueryPart] = field(default_factory=list)  # the query as searched (parsed, or edited chips)
+    negations: list[Negation] = field(default_factory=list)
     match: str | None = None  # the query's "good" | "weak" | "none" (rag/match.py); None: not calibrated
     ask: Any = None  # an Ask turn: rag.ask.AskTurn (the question, the sources sent, the answer or its error)
     ask_pending: bool = False  # the answer is still to be streamed (on the next render)
@@ -69,6 +74,8 @@ class Turn:
             pieces.append("🖼 image query")
         if self.text:
             pieces.append(self.text)
+        elif self.parts and not self.image_path:
+            pieces.append(format_query(self.parts))
         return " + ".join(pieces) or "(empty query)"
 
     @property
