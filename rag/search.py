@@ -97,6 +97,7 @@ class SearchEngine:
         # Channels this process can query: a CLIP channel needs the CLIP model loaded.
         self.channels: list[Channel] = [c for c in store.channels if encoders.has(c.encoder)]
         self._retrievers = {c.name: ChannelRetriever(c, store) for c in self.channels}
+        self._n_docs: int | None = None
         self.match_judge = MatchJudge.load(settings.match_thresholds, text_model=encoders.text.model_name,
                                            clip_model=settings.clip_model if encoders.clip is not None else None,
                                            required=Path(settings.match_thresholds) != DEFAULT_MATCH_THRESHOLDS)
@@ -211,11 +212,18 @@ class SearchEngine:
         if not thresholds:
             return None, {}
         context = {"bm25_text": str(query.inputs.get("bm25") or ""),
-                   "n_docs": self.store.count() if "bm25" in thresholds else 0}
+                   "n_docs": self._catalog_size() if "bm25" in thresholds else 0}
         for result in results:
             result.match = self.match_judge.result_level(result.scores, thresholds, **context)
         evidence = self.match_judge.query_evidence(results, thresholds, **context)
         return best(r.match for r in results) or "none", evidence
+
+    def _catalog_size(self) -> int:
+        """Catalog size for the BM25 evidence scale, counted once per open: a count(*) per query would cost a
+        Milvus round trip (and a scan on Milvus Lite), and the scale moves with log(N) only."""
+        if self._n_docs is None:
+            self._n_docs = self.store.count()
+        return self._n_docs
 
     def _check_mode(self, mode: str, k: int, fusion: str) -> None:
         if mode not in self.available_modes:
