@@ -26,7 +26,7 @@ PCB = "pcb_44000024"  # 10 labelled defects
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MMRAG_VLM", "OPENAI_"))}
-    return subprocess.run([sys.executable, "-m", "rag.inspection.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mmrag.cli", "inspect", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=180)
 
 

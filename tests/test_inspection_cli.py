@@ -1,4 +1,4 @@
-"""`python -m rag.inspection.cli`: one clear line for a missing/unreachable endpoint, JSON output, --eval without a VLM."""
+"""`mmrag inspect`: one clear line for a missing/unreachable endpoint, JSON output, --eval without a VLM."""
 
 from __future__ import annotations
 
