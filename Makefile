@@ -36,7 +36,7 @@ eval: setup
 	MMRAG_SHARED_DATA=$(SHARED_DATA) $(VENV)/bin/mmrag eval
 
 bench: setup
-	$(PY) bench/clip_throughput.py && $(PY) bench/query_latency.py && $(PY) bench/ann_recall.py
+	$(PY) bench/clip_throughput.py && $(PY) bench/store_scale.py && $(PY) bench/search_cpu.py && $(PY) bench/ann_recall.py
 
 faults: setup
 	$(PY) bench/faults.py --out bench/results/faults.md

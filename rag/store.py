@@ -42,6 +42,9 @@ SCALARS = (ID, PATH, CAPTION, PENDING)
 MAX_VARCHAR = 65_535
 MAX_TEXT_CHARS = MAX_VARCHAR // 4  # VARCHAR limits count bytes; UTF-8 is at most 4 per character
 MAX_LIMIT = 16_384
+# Search-path reads: the client's own writes are seen, without waiting for the server's next time tick as a
+# Strong read does (200-400 ms per read on Milvus 2.3; bench/RESULTS.md). Index-time checks stay Strong.
+READ = {"consistency_level": "Session"}
 # rank-bm25's Okapi defaults, which rag/bm25.py uses (a Milvus server defaults to k1=1.2).
 BM25_PARAMS = {"bm25_k1": 1.5, "bm25_b": 0.75}
 # The text is stored as rag.bm25 tokens ([a-z0-9]+, space-separated): the standard analyzer splits it back into
@@ -354,7 +357,8 @@ class CatalogStore:
         if not ids:
             return {}
         with self._milvus("fetching results"):
-            rows = self.client.get(self.primary, ids=list(ids), output_fields=["*"])
+            # Scalars and dynamic metadata only: "*" would ship every vector back too.
+            rows = self.client.get(self.primary, ids=list(ids), output_fields=[ID, PATH, CAPTION, PENDING, "$meta"], **READ)
         return self._flatten(rows)
 
     def _flatten(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -413,7 +417,8 @@ class CatalogStore:
             request = {"data": [list(map(float, data))], "anns_field": channel.field,
                        "search_params": {"metric_type": "COSINE", "params": params}}
         with self._milvus(f"searching {channel.name}"):
-            result = self.client.search(self.collection_of(channel), limit=k, output_fields=[], **request, **flt.kwargs())
+            result = self.client.search(self.collection_of(channel), limit=k, output_fields=[ID], **request, **flt.kwargs(),
+                                        **READ)
         if channel.kind == BM25:  # Milvus Lite reports BM25 as a negated distance, a server as the score: both are |score|
             return [(str(hit["id"]), abs(float(hit["distance"]))) for hit in result[0]]
         return [(str(hit["id"]), float(hit["distance"])) for hit in result[0]]
@@ -452,7 +457,7 @@ class CatalogStore:
         limit = min(MAX_LIMIT, candidates * len(reqs))
         with self._milvus("running hybrid_search"):
             result = self.client.hybrid_search(self.primary, reqs, ranker=RRFRanker(rrf_k - 1), limit=limit,
-                                               output_fields=[ID])
+                                               output_fields=[ID], **READ)
         hits = [(str(h["id"]), float(h["distance"])) for h in result[0]]
         hits.sort(key=lambda h: (-round(h[1], 8), h[0]))  # float32 sums: break near-ties by id, as client fusion does
         return hits[:k]
