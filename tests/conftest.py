@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,22 @@ def copy_sample(rows: list[dict], retrieval: Path, dest: Path, n: int, step: int
         shutil.copy(retrieval / row["file"], images / Path(row["file"]).name)
     (dest / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
     return images
+
+
+def run_mmrag(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`mmrag ARGS` in a subprocess as a user runs it (offline, no store or weights from the environment)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MMRAG_DATA_DIR": "", "MMRAG_URI": "", "MMRAG_FUSION_WEIGHTS": ""}
+    return subprocess.run([sys.executable, "-m", "mmrag.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def example_index(tmp_path_factory) -> Path:
+    """examples/catalog indexed caption-side through the CLI, once per test session."""
+    data = tmp_path_factory.mktemp("example-index") / "data"
+    out = run_mmrag("index", str(EXAMPLE_CATALOG / "images"), "--metadata", str(EXAMPLE_CATALOG / "metadata.jsonl"),
+                    "--clip-model", "none", "--data-dir", str(data), "--quiet", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["indexed"] == 40 and report["channels"] == ["caption", "bm25", "ocr"]
+    return data

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE_CATALOG, REPO
+from conftest import EXAMPLE_CATALOG
+from conftest import run_mmrag as mmrag
 
 pytestmark = pytest.mark.slow
-
-
-def mmrag(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MMRAG_DATA_DIR": "", "MMRAG_URI": "", "MMRAG_FUSION_WEIGHTS": ""}
-    return subprocess.run([sys.executable, "-m", "mmrag.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-@pytest.fixture(scope="module")
-def example_index(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("cli") / "data"
-    out = mmrag("index", str(EXAMPLE_CATALOG / "images"), "--metadata", str(EXAMPLE_CATALOG / "metadata.jsonl"),
-                "--clip-model", "none", "--data-dir", str(data), "--quiet", "--json")
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
-    assert report["indexed"] == 40 and report["channels"] == ["caption", "bm25", "ocr"]
-    return data
 
 
 def _rows() -> dict[str, dict]:

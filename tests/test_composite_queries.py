@@ -16,18 +16,14 @@ from rag.config import Settings
 from rag.errors import MmragError
 from rag.query_parser import PERSON_WORDS, negative_term_groups, parse_query
 from rag.search import SearchEngine
-from test_cli_search import mmrag
+from conftest import run_mmrag as mmrag
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("composite") / "data"
-    out = mmrag("index", str(EXAMPLE_CATALOG / "images"), "--metadata", str(EXAMPLE_CATALOG / "metadata.jsonl"),
-                "--clip-model", "none", "--data-dir", str(data), "--quiet", "--json")
-    assert out.returncode == 0, out.stderr
-    return data
+def data_dir(example_index) -> Path:
+    return example_index
 
 
 @pytest.fixture()
