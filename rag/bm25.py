@@ -1,8 +1,8 @@
-"""BM25 (Okapi, rank-bm25) over caption text, rebuilt in memory from the stored captions at open."""
+"""BM25 (Okapi, rank-bm25 with Lucene's IDF) over caption text, in this process: the client-side fallback for
+servers without Milvus' BM25 function (Milvus 2.3/2.4), and the oracle the tests hold Milvus BM25 to."""
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Sequence
 
@@ -32,17 +32,6 @@ def tokenize(text: str) -> list[str]:
     return [_stem(t) for t in _TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
-class LuceneBM25(BM25Okapi):
-    """Okapi BM25 with Lucene's IDF, log(1 + (N - n + 0.5) / (n + 0.5)), which stays positive.
-
-    rank-bm25's Okapi IDF goes negative for terms in more than half the documents, so in a small
-    or uniform catalog the word you searched for can lower a caption's score.
-    """
-
-    def _calc_idf(self, nd: dict[str, int]) -> None:
-        self.idf = {word: math.log(1.0 + (self.corpus_size - freq + 0.5) / (freq + 0.5)) for word, freq in nd.items()}
-
-
 class BM25Index:
     """Scores every document for a query; `top` applies an allowed-id mask (metadata filters)."""
 
@@ -50,7 +39,7 @@ class BM25Index:
         self.ids = list(ids)
         tokenized = [tokenize(t) for t in texts]
         # rank-bm25 divides by the mean document length: an empty corpus must not reach it.
-        self._bm25 = LuceneBM25(tokenized) if any(tokenized) else None
+        self._bm25 = BM25Okapi(tokenized) if any(tokenized) else None
         self._vocab, self._weights = _weight_matrix(self._bm25) if self._bm25 is not None else ({}, None)
 
     def scores(self, terms: list[str]) -> np.ndarray:
@@ -87,8 +76,16 @@ class BM25Index:
         return any(all(any(t in held for t in synonyms) for synonyms in group) for group in groups)
 
 
+def lucene_idf(n_docs: int, doc_freq: np.ndarray) -> np.ndarray:
+    """Lucene's IDF, log(1 + (N - n + 0.5) / (n + 0.5)): it stays positive. rank-bm25's Okapi IDF goes negative
+    for terms in more than half the documents, so in a small or uniform catalog the word searched for could lower
+    a caption's score; Milvus' BM25 function uses Lucene's form too."""
+    return np.log1p((n_docs - doc_freq + 0.5) / (doc_freq + 0.5))
+
+
 def _weight_matrix(model: BM25Okapi) -> tuple[dict[str, int], sparse.csc_matrix]:
-    """(term -> column, docs x terms CSC matrix of Okapi BM25 weights) of a fitted model."""
+    """(term -> column, docs x terms CSC matrix of BM25 weights) of a fitted model: its term frequencies, k1, b
+    and document lengths, with Lucene's IDF."""
     vocab: dict[str, int] = {}
     rows, cols, tfs = [], [], []
     for d, freqs in enumerate(model.doc_freqs):
@@ -98,6 +95,7 @@ def _weight_matrix(model: BM25Okapi) -> tuple[dict[str, int], sparse.csc_matrix]
             tfs.append(tf)
     tf = np.asarray(tfs, dtype=np.float64)
     doc_len = np.asarray(model.doc_len, dtype=np.float64)[rows]
-    idf = np.asarray([model.idf.get(t, 0.0) for t in vocab], dtype=np.float64)[cols]
+    doc_freq = np.bincount(np.asarray(cols, dtype=np.int64), minlength=len(vocab)).astype(np.float64)
+    idf = lucene_idf(model.corpus_size, doc_freq)[cols]
     weights = idf * tf * (model.k1 + 1) / (tf + model.k1 * (1 - model.b + model.b * doc_len / model.avgdl))
     return vocab, sparse.csc_matrix((weights, (rows, cols)), shape=(len(model.doc_freqs), len(vocab)))

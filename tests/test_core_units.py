@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from pathlib import Path
 
@@ -37,6 +38,15 @@ def test_bm25_ranks_by_term_weight_and_honours_masks() -> None:
     assert index.top("zebra", 5) == [] and index.top("the", 5) == []
     # Lucene IDF stays positive even for a term in most documents.
     assert all(score > 0 for _, score in BM25Index(["x", "y"], ["cat", "cat dog"]).top("cat", 5))
+
+
+def test_bm25_scores_are_okapi_with_lucene_idf_by_hand() -> None:
+    texts = ["cat cat dog", "dog bird", "cat"]
+    index = BM25Index(["x", "y", "z"], texts)
+    k1, b, avgdl = 1.5, 0.75, (3 + 2 + 1) / 3
+    idf_cat = math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))
+    expected = [idf_cat * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)) for tf, dl in ((2, 3), (0, 2), (1, 1))]
+    assert index.scores(["cat"]) == pytest.approx(expected)
 
 
 class _Fixed(BaseRetriever):
