@@ -226,20 +226,11 @@ def _timed_queries(run: Any, texts: list[str], warmup: int = 3) -> tuple[dict, f
     return stats(samples), first_ms, rss_first, None
 
 
-def apply_fixes(fixes: list[str]) -> None:
-    """Bench-only what-ifs, applied in this measuring process only (rag/ is unchanged):
-    "page": the store's scans read 16,384 rows a page instead of rag.store._PAGE (1,000). On Milvus 2.3 each page
-    of the client-side BM25's text scan costs about 210 ms whatever the consistency level (bench/RESULTS.md).
-    (The first two fixes this bench measured this way, ids-only channel searches and Session reads, are in
-    rag/store.py since 3fa7b2e.)"""
-    if "page" in fixes:
-        import rag.store
-
-        rag.store._PAGE = 16_384
-
-
-def step_measure_new(args: argparse.Namespace) -> dict:
+def _open_engine(args: argparse.Namespace, settings_of) -> tuple[object, dict, list[str]]:
+    """Import rag.search (timed), load the query models, then time SearchEngine.open on the store of this step:
+    (engine, figures so far, query texts). settings_of(config module) builds the step's Settings."""
     t0 = time.perf_counter()
+    import rag.config
     from rag.search import SearchEngine
 
     import_s = time.perf_counter() - t0
@@ -247,18 +238,26 @@ def step_measure_new(args: argparse.Namespace) -> dict:
     texts = gold_texts(args.queries)
     clip, text = query_models(args.size, texts)
     out: dict = {"import_s": import_s, "rss_before_open_mb": rss_mb()}
-    server_pid = args.server_pid
-    if server_pid:
-        out["server_rss_before_mb"] = rss_mb(server_pid)
-    settings = new_settings(args)
+    if args.server_pid:
+        out["server_rss_before_mb"] = rss_mb(args.server_pid)
     t = time.perf_counter()
-    engine = SearchEngine.open(settings, clip=clip, text_embedder=text)  # models passed in: this is the store open
+    engine = SearchEngine.open(settings_of(rag.config), clip=clip, text_embedder=text)  # models passed in: the store open
     out["open_s"] = time.perf_counter() - t
     out["rss_after_open_mb"] = rss_mb()
-    fixes = [f for f in (args.fixes or "").split(",") if f]
-    if fixes:
-        apply_fixes(fixes)
-        out["fixes"] = fixes
+    return engine, out, texts
+
+
+def _end_figures(args: argparse.Namespace, out: dict) -> dict:
+    status = proc_status()
+    out["rss_end_mb"] = round(status.get("VmRSS", float("nan")), 1)
+    out["rss_peak_mb"] = round(status.get("VmHWM", float("nan")), 1)
+    if args.server_pid:
+        out["server_rss_after_mb"] = rss_mb(args.server_pid)
+    return out
+
+
+def step_measure_new(args: argparse.Namespace) -> dict:
+    engine, out, texts = _open_engine(args, lambda _config: new_settings(args))
     try:
         out["rows"] = engine.count()
         out["caps"] = engine.store.caps.label
@@ -274,39 +273,20 @@ def step_measure_new(args: argparse.Namespace) -> dict:
             out["bm25_client"] = {"stats": result, "error": error}
     finally:
         engine.close()
-    status = proc_status()
-    out["rss_end_mb"] = round(status.get("VmRSS", float("nan")), 1)
-    out["rss_peak_mb"] = round(status.get("VmHWM", float("nan")), 1)
-    if server_pid:
-        out["server_rss_after_mb"] = rss_mb(server_pid)
-    return out
+    return _end_figures(args, out)
 
 
 def step_measure_old(args: argparse.Namespace) -> dict:
-    t0 = time.perf_counter()
-    from rag.config import Settings
-    from rag.search import SearchEngine  # the old core (PYTHONPATH=--old-tree)
-
-    import_s = time.perf_counter() - t0
-    limit_threads()
-    texts = gold_texts(args.queries)
-    clip, text = query_models(args.size, texts)
-    out: dict = {"import_s": import_s, "rss_before_open_mb": rss_mb()}
-    settings = Settings(data_dir=Path(args.root), clip_model=CLIP_MODEL, text_model=TEXT_MODEL)
-    t = time.perf_counter()
-    engine = SearchEngine.open(settings, clip=clip, text_embedder=text)  # reads every row back, builds BM25
-    out["open_s"] = time.perf_counter() - t
-    out["rss_after_open_mb"] = rss_mb()
+    # The old core (PYTHONPATH=--old-tree): its open reads every row back and builds BM25.
+    engine, out, texts = _open_engine(args, lambda config: config.Settings(
+        data_dir=Path(args.root), clip_model=CLIP_MODEL, text_model=TEXT_MODEL))
     try:
         out["rows"] = len(engine.catalog)
         result, first_ms, rss_first, error = _timed_queries(lambda q: engine.search(q, mode="hybrid", k=10), texts)
         out["client"] = {"stats": result, "first_ms": first_ms, "rss_after_first_mb": rss_first, "error": error}
     finally:
         engine.close()
-    status = proc_status()
-    out["rss_end_mb"] = round(status.get("VmRSS", float("nan")), 1)
-    out["rss_peak_mb"] = round(status.get("VmHWM", float("nan")), 1)
-    return out
+    return _end_figures(args, out)
 
 
 def step_settle(args: argparse.Namespace) -> dict:
@@ -333,7 +313,7 @@ STEPS = {"build-new": step_build_new, "build-old": step_build_old, "measure-new"
 
 # ---------------------------------------------------------------------------------------------- orchestration
 def run_step(step: str, args: argparse.Namespace, *, size: int, root: Path, old: bool = False, uri: str | None = None,
-             prefix: str = "bench", server_pid: int | None = None, fixes: str = "") -> dict:
+             prefix: str = "bench", server_pid: int | None = None) -> dict:
     """One step in a fresh Python process; returns its JSON (or {"error": ...})."""
     result = Path(args.work) / f"result-{os.getpid()}-{step}-{size}.json"
     result.unlink(missing_ok=True)
@@ -343,8 +323,6 @@ def run_step(step: str, args: argparse.Namespace, *, size: int, root: Path, old:
         cmd += ["--uri", uri]
     if server_pid:
         cmd += ["--server-pid", str(server_pid)]
-    if fixes:
-        cmd += ["--fixes", fixes]
     env = dict(os.environ, PYTHONPATH=str(args.old_tree if old else REPO), TOKENIZERS_PARALLELISM="false")
     load = os.getloadavg()
     started = time.perf_counter()
@@ -395,11 +373,6 @@ def suite(args: argparse.Namespace, store: str, *, uri: str | None = None, serve
                                server_pid=server_pid)
             runs.append({"store": store, "code": code, "size": size, "build": build, "measure": measure})
             print(json.dumps(measure, indent=1)[:3000], file=sys.stderr, flush=True)
-            if code == "new" and store == "server" and not args.no_fixes:  # the scan page only matters there
-                fixed = run_step("measure-new", args, size=size, root=root, uri=uri, prefix=prefix,
-                                 server_pid=server_pid, fixes="page")
-                runs.append({"store": store, "code": "new+page", "size": size, "build": build, "measure": fixed})
-                print(json.dumps(fixed, indent=1)[:3000], file=sys.stderr, flush=True)
     return runs
 
 
@@ -453,7 +426,7 @@ def in_netns(args: argparse.Namespace) -> list[dict]:
     out.unlink(missing_ok=True)
     cmd = ["unshare", "-n", "bash", "-c", NETNS, "bash", sys.executable, str(Path(__file__).resolve()),
            "--step", "server-suite", "--sizes", args.sizes, "--queries", str(args.queries), "--work", str(args.work),
-           "--step-timeout", str(args.step_timeout), "--codes", args.codes, "--result", str(out)] + (["--no-fixes"] if args.no_fixes else [])
+           "--step-timeout", str(args.step_timeout), "--codes", args.codes, "--result", str(out)]
     proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(REPO)), start_new_session=True)
     try:
         proc.wait(timeout=args.step_timeout * (2 * len(args.size_list) + 2))
@@ -534,8 +507,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uri", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--fixes", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--no-fixes", action="store_true", help="skip the extra Milvus 2.3 run with 16,384-row scan pages")
     parser.add_argument("--render", action="store_true", help="only print the table of what --out holds")
     args = parser.parse_args(argv)
     args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]

@@ -156,3 +156,31 @@ def example_index(tmp_path_factory) -> Path:
     report = json.loads(out.stdout)
     assert report["indexed"] == 40 and report["channels"] == ["caption", "bm25", "ocr"]
     return data
+
+
+@pytest.fixture(scope="session")
+def caption_sample24(tmp_path_factory, retrieval_data, retrieval_rows, text_model):
+    """24 real sample photos (every 23rd row) indexed caption side only (MiniLM + BM25), with their catalog
+    captions: (settings, the rows indexed)."""
+    from ingest.pipeline import index_folder
+    from rag.config import Settings
+
+    root = tmp_path_factory.mktemp("caption-sample24")
+    images = copy_sample(retrieval_rows, retrieval_data, root, 24, step=23)
+    settings = Settings(data_dir=root / "data", clip_model=None)
+    report = index_folder(images, settings, metadata=root / "metadata.jsonl", show_progress=False, text_embedder=text_model)
+    assert report.total_in_store == 24
+    return settings, pick_sample(retrieval_rows, 24, 23)
+
+
+APP = REPO / "app_streamlit.py"
+
+
+def start_app():
+    """app_streamlit.py run once under Streamlit's AppTest, failing on any exception it shows."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at

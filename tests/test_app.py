@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+from conftest import copy_sample, pick_sample, start_app
 from PIL import Image
 
 from rag.app.filters import ANY, filter_choices, matches, merge_filters, parse_filters
@@ -284,7 +286,6 @@ def test_run_app_passes_settings_env_and_returns_exit_code(tmp_path: Path, monke
 
 # ================================================================ AppTest: the real app over a real small index
 
-APP = Path(__file__).resolve().parents[1] / "app_streamlit.py"
 APP_ENV_KEYS = ("MMRAG_URI", "MMRAG_CLIP_MODEL", "MMRAG_TEXT_MODEL", "MMRAG_MODELS_FROM_INDEX", "MMRAG_VLM_BASE_URL",
                 "MMRAG_VLM_MODEL", "OPENAI_BASE_URL", "MMRAG_FUSION_WEIGHTS", "MMRAG_COLLECTION_PREFIX")  # fmt: skip
 N_IMAGES = 24
@@ -344,15 +345,6 @@ def open_calls(app_index, engine):
         yield calls
 
 
-def _app():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
 def _last_turn(at) -> Turn:
     return at.session_state["history"].last
 
@@ -363,7 +355,7 @@ def _result_images(at) -> list:
 
 
 def test_app_shows_index_panel(app_index, open_calls) -> None:
-    at = _app()
+    at = start_app()
     assert at.sidebar.metric[0].value == str(N_IMAGES)
     panel = " ".join(c.value for c in at.sidebar.caption)
     assert str(app_index["settings"].store_uri) in panel and "embedded Milvus Lite" in panel
@@ -373,7 +365,7 @@ def test_app_shows_index_panel(app_index, open_calls) -> None:
 
 
 def test_text_search_turn_matches_the_engine(app_index, engine, open_calls) -> None:
-    at = _app()
+    at = start_app()
     at.chat_input(key="chat").set_value("a dog on a couch").run()
     assert not at.exception
     turn = _last_turn(at)
@@ -393,7 +385,7 @@ def test_text_search_turn_matches_the_engine(app_index, engine, open_calls) -> N
 
 
 def test_mode_switch_to_bm25_and_k(app_index, engine, open_calls) -> None:
-    at = _app()
+    at = start_app()
     at.radio(key="mode").set_value("bm25")
     at.slider(key="k").set_value(4)
     at.chat_input(key="chat").set_value("dog").run()
@@ -419,7 +411,7 @@ def _rare_filter(rows: list[dict]) -> tuple[str, str, int]:
 
 def test_filter_restricts_results(app_index, engine, open_calls) -> None:
     key, value, n_value = _rare_filter(app_index["rows"])
-    at = _app()
+    at = start_app()
     at.selectbox(key=f"filter_{key}").set_value(value)
     at.chat_input(key="chat").set_value("a bird or a boat").run()
     turn = _last_turn(at)
@@ -443,7 +435,7 @@ def test_filter_restricts_results(app_index, engine, open_calls) -> None:
 def test_image_upload_query_drops_its_own_hit(app_index, engine, open_calls) -> None:
     query = sorted(app_index["images"].iterdir())[3]
     data = query.read_bytes()
-    at = _app()
+    at = start_app()
     at.radio(key="mode").set_value("clip")
     at.file_uploader(key="upload").upload(query.name, data, "image/jpeg")
     at.run()
@@ -473,7 +465,7 @@ def test_bad_upload_is_one_line_and_writes_nothing(app_index, open_calls) -> Non
     def stored_uploads() -> set[Path]:
         return set(Path(tempfile.gettempdir()).glob("mmrag_uploads_*/*"))
 
-    at = _app()
+    at = start_app()
     before = stored_uploads()
     at.file_uploader(key="upload").upload("fake.png", b"this is not a png", "image/png")
     at.run()
@@ -486,7 +478,7 @@ def test_bad_upload_is_one_line_and_writes_nothing(app_index, open_calls) -> Non
 
 def test_models_load_once_per_process(open_calls) -> None:
     # every AppTest in this module ran the script several times; the engine (and its models) opened once
-    at = _app()
+    at = start_app()
     at.chat_input(key="chat").set_value("dog").run()
     at.chat_input(key="chat").set_value("cat").run()
     assert len(open_calls) == 1
@@ -496,7 +488,7 @@ def test_missing_index_says_which_command_to_run(tmp_path: Path, monkeypatch: py
     for key in APP_ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MMRAG_DATA_DIR", str(tmp_path / "nothing_here"))
-    at = _app()
+    at = start_app()
     assert any("is empty: nothing to search yet" in w.value for w in at.warning) and not at.error
     commands = [c.value for c in at.code]
     assert f"MMRAG_DATA_DIR={tmp_path / 'nothing_here'} mmrag index /path/to/images --metadata /path/to/metadata.jsonl" in commands
@@ -519,7 +511,7 @@ def test_store_held_by_another_process_is_explained(tmp_path: Path, monkeypatch:
         for key in APP_ENV_KEYS:
             monkeypatch.delenv(key, raising=False)
         monkeypatch.setenv("MMRAG_DATA_DIR", str(tmp_path / "data"))
-        at = _app()
+        at = start_app()
         errors = [e.value for e in at.error]
         assert any("is held by another process" in e and str(store) in e for e in errors), errors
         commands = [c.value for c in at.code]
@@ -559,7 +551,7 @@ def test_inspection_without_vlm_shows_the_pixel_baseline_against_gold(inspection
     dataset = inspection_env
     file = next(f for f in dataset.available() if dataset.labels[f].template_file)  # a PCB scan with its template
     label = dataset.labels[file]
-    at = _app()
+    at = start_app()
     assert any("VLM not configured" in c.value for c in at.caption)
     at.selectbox(key="insp_file").set_value(file)
     at.button(key="insp_run").click().run()
@@ -586,7 +578,7 @@ def test_inspection_with_a_vlm_uses_prompt_crops_and_cache(inspection_env, monke
     with FakeVLMServer(default=reply) as server:
         monkeypatch.setenv("MMRAG_VLM_BASE_URL", server.base_url)
         monkeypatch.setenv("MMRAG_VLM_MODEL", "fake-vlm")
-        at = _app()
+        at = start_app()
         at.selectbox(key="insp_file").set_value(defective)
         at.selectbox(key="insp_prompt").set_value("uncertain")
         at.radio(key="insp_crops").set_value("2x2")
@@ -612,7 +604,7 @@ def test_inspection_with_a_vlm_uses_prompt_crops_and_cache(inspection_env, monke
 def test_inspection_upload_of_a_labelled_image_keeps_its_gold(inspection_env) -> None:
     dataset = inspection_env
     file = next(f for f in dataset.available() if dataset.labels[f].is_defective)
-    at = _app()
+    at = start_app()
     at.radio(key="insp_origin").set_value("Upload").run()
     at.file_uploader(key="insp_upload").upload("copy.jpg", dataset.path(file).read_bytes(), "image/jpeg")
     at.run()

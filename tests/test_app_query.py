@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE_CATALOG
+from conftest import EXAMPLE_CATALOG, start_app
 from rag.app.query_chips import chips_of, highlight, parts_of
 from rag.channels import QueryPart
 from rag.config import Settings
 from rag.errors import MmragError
 
-APP = Path(__file__).resolve().parents[1] / "app_streamlit.py"
 APP_ENV_KEYS = ("MMRAG_URI", "MMRAG_CLIP_MODEL", "MMRAG_TEXT_MODEL", "MMRAG_MODELS_FROM_INDEX", "MMRAG_VLM_BASE_URL",
                 "MMRAG_VLM_MODEL", "OPENAI_BASE_URL", "MMRAG_FUSION_WEIGHTS", "MMRAG_COLLECTION_PREFIX")  # fmt: skip
 
@@ -63,22 +62,13 @@ def engine(example_index, text_model):
         yield opened
 
 
-def _app():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
 def _chips(at):
     return [m for m in at.multiselect if m.key and m.key.startswith("chips_")]
 
 
 @pytest.mark.slow
 def test_negation_shows_chips_and_highlights(example_index, engine) -> None:
-    at = _app()
+    at = start_app()
     at.chat_input(key="chat").set_value("a street with no people").run()
     assert not at.exception
     turn = at.session_state["history"].last
@@ -98,7 +88,7 @@ def test_negation_shows_chips_and_highlights(example_index, engine) -> None:
 
 @pytest.mark.slow
 def test_edited_chips_search_again(example_index, engine) -> None:
-    at = _app()
+    at = start_app()
     at.chat_input(key="chat").set_value("2:kitchen + oven").run()
     (chips,) = _chips(at)
     assert chips.value == ["+ 2:kitchen", "+ oven"]
@@ -123,7 +113,7 @@ def test_edited_chips_search_again(example_index, engine) -> None:
 
 @pytest.mark.slow
 def test_bad_composite_query_is_one_line(example_index) -> None:
-    at = _app()
+    at = start_app()
     at.chat_input(key="chat").set_value("dog + + beach").run()
     turn = at.session_state["history"].last
     assert "two operators in a row" in turn.error and not turn.results

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import REPO, copy_sample, pick_sample
+from conftest import REPO, start_app
 from fake_vlm_server import FakeVLMServer, Reply
 from rag.ask import NO_ENDPOINT, Asker, Conversation, Source, downscaled_jpeg, parse_citations
 from rag.config import Settings
@@ -59,32 +59,19 @@ def test_link_citations_point_at_the_cards() -> None:
 # ---------------------------------------------------------------- through the engine
 
 
-@pytest.fixture(scope="module")
-def ask_index(tmp_path_factory, retrieval_data, retrieval_rows, text_model):
-    """24 real sample photos, caption side only (MiniLM + BM25)."""
-    from ingest.pipeline import index_folder
-
-    root = tmp_path_factory.mktemp("ask")
-    images = copy_sample(retrieval_rows, retrieval_data, root, 24, step=23)
-    settings = Settings(data_dir=root / "data", clip_model=None)
-    report = index_folder(images, settings, metadata=root / "metadata.jsonl", show_progress=False, text_embedder=text_model)
-    assert report.total_in_store == 24
-    return settings, pick_sample(retrieval_rows, 24, 23)
-
-
 @pytest.fixture()
-def engine(ask_index, text_model):
+def engine(caption_sample24, text_model):
     """Per test: a CLI subprocess needs the embedded store free (one process at a time)."""
     from rag.search import SearchEngine
 
-    with SearchEngine.open(ask_index[0], text_embedder=text_model) as opened:
+    with SearchEngine.open(caption_sample24[0], text_embedder=text_model) as opened:
         yield opened
 
 
-def _expected(ask_index, text_model, query: str) -> list:
+def _expected(caption_sample24, text_model, query: str) -> list:
     from rag.search import SearchEngine
 
-    with SearchEngine.open(ask_index[0], text_embedder=text_model) as opened:
+    with SearchEngine.open(caption_sample24[0], text_embedder=text_model) as opened:
         return opened.search(query, k=10).results
 
 
@@ -189,9 +176,9 @@ def _cli(settings: Settings, *args: str, server: FakeVLMServer | None = None, ti
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
 
-def test_mmrag_ask_streams_cites_and_follows_up(ask_index, text_model) -> None:
-    settings, _ = ask_index
-    expected = _expected(ask_index, text_model, QUESTION)
+def test_mmrag_ask_streams_cites_and_follows_up(caption_sample24, text_model) -> None:
+    settings, _ = caption_sample24
+    expected = _expected(caption_sample24, text_model, QUESTION)
     saved = settings.data_dir / "ask_conversation.json"
     with FakeVLMServer([ANSWER, "Only [1] has two dogs."] + [Reply(status=429)] * 3) as server:
         run = _cli(settings, QUESTION, "--images", "3", server=server)
@@ -223,8 +210,8 @@ def test_mmrag_ask_streams_cites_and_follows_up(ask_index, text_model) -> None:
         assert saved.read_text() == kept  # the failed answer was not kept
 
 
-def test_mmrag_ask_without_endpoint_and_bad_follow_up(ask_index, tmp_path: Path) -> None:
-    settings, _ = ask_index
+def test_mmrag_ask_without_endpoint_and_bad_follow_up(caption_sample24, tmp_path: Path) -> None:
+    settings, _ = caption_sample24
     run = _cli(settings, QUESTION)
     assert run.returncode == 0 and NO_ENDPOINT in run.stdout.splitlines() and "[1] " in run.stdout
     lonely = Settings(data_dir=tmp_path / "empty", clip_model=None)
@@ -235,28 +222,18 @@ def test_mmrag_ask_without_endpoint_and_bad_follow_up(ask_index, tmp_path: Path)
 
 # ---------------------------------------------------------------- the app's Ask toggle (AppTest)
 
-APP = REPO / "app_streamlit.py"
 
 
 @pytest.fixture()
-def app_env(ask_index, monkeypatch: pytest.MonkeyPatch):
+def app_env(caption_sample24, monkeypatch: pytest.MonkeyPatch):
     import streamlit as st
 
     for key in list(os.environ):
         if key.startswith(("MMRAG_", "OPENAI_")):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("MMRAG_DATA_DIR", str(ask_index[0].data_dir))
+    monkeypatch.setenv("MMRAG_DATA_DIR", str(caption_sample24[0].data_dir))
     yield
     st.cache_resource.clear()  # closes the app's engine: the store is free for the next test
-
-
-def _app():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 def _markdown(at) -> list[str]:
@@ -268,7 +245,7 @@ def test_app_ask_answers_with_linked_citations_and_follows_up(app_env, engine, m
         monkeypatch.setenv("MMRAG_VLM_BASE_URL", server.base_url)
         monkeypatch.setenv("MMRAG_VLM_MODEL", "fake-vlm")
         monkeypatch.setenv("MMRAG_ASK_IMAGES", "3")
-        at = _app()
+        at = start_app()
         at.toggle(key="ask_mode").set_value(True).run()
         at.chat_input(key="chat").set_value(QUESTION).run()
         assert not at.exception, [e.message for e in at.exception]
@@ -298,7 +275,7 @@ def test_app_ask_answers_with_linked_citations_and_follows_up(app_env, engine, m
 
 
 def test_app_ask_without_endpoint_says_so_and_shows_results(app_env) -> None:
-    at = _app()
+    at = start_app()
     at.toggle(key="ask_mode").set_value(True).run()
     at.chat_input(key="chat").set_value(QUESTION).run()
     assert not at.exception
@@ -308,7 +285,7 @@ def test_app_ask_without_endpoint_says_so_and_shows_results(app_env) -> None:
 
 def test_app_no_good_match_shows_the_nearest_results_greyed(app_env, engine) -> None:
     kangaroo = "a kangaroo hopping through the outback"
-    at = _app()
+    at = start_app()
     at.chat_input(key="chat").set_value(kangaroo).run()
     turn = at.session_state["history"].last
     expected = engine.search(kangaroo, k=10)

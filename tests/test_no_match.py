@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_sample, pick_sample
+from conftest import REPO
 from eval.absent import AbsentQuery, load_absent, term_hits
 from eval.match_calibration import Point, fit, score, split_ids
 from rag.config import DEFAULT_MATCH_THRESHOLDS, Settings
@@ -117,19 +117,6 @@ def test_bad_or_missing_thresholds_file(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- through the engine, the JSON and the CLI
 
 
-@pytest.fixture(scope="module")
-def text_index(tmp_path_factory, retrieval_data, retrieval_rows, text_model):
-    """24 real sample photos, caption side only (MiniLM + BM25), with their catalog captions."""
-    from ingest.pipeline import index_folder
-
-    root = tmp_path_factory.mktemp("nomatch")
-    images = copy_sample(retrieval_rows, retrieval_data, root, 24, step=23)
-    settings = Settings(data_dir=root / "data", clip_model=None)
-    report = index_folder(images, settings, metadata=root / "metadata.jsonl", show_progress=False, text_embedder=text_model)
-    assert report.total_in_store == 24
-    return settings, pick_sample(retrieval_rows, 24, 23)
-
-
 def _own_caption(rows: list[dict]) -> str:
     return next(r["captions"][0] for r in rows if r.get("captions"))
 
@@ -140,8 +127,8 @@ def _engine(settings: Settings, text_model):
     return SearchEngine.open(settings, text_embedder=text_model)
 
 
-def test_engine_verdicts_follow_each_channels_own_score(text_index, text_model, tmp_path: Path) -> None:
-    settings, rows = text_index
+def test_engine_verdicts_follow_each_channels_own_score(caption_sample24, text_model, tmp_path: Path) -> None:
+    settings, rows = caption_sample24
     path = tmp_path / "thresholds.json"
     joint = {"caption": {"none_below": 0.45, "good_above": 0.6}, "bm25": {"none_below": 0.3, "good_above": 0.5}}
     path.write_text(json.dumps({"text_models": {"all-MiniLM-L6-v2": {"channels": joint, "alone": {
@@ -167,8 +154,8 @@ def test_engine_verdicts_follow_each_channels_own_score(text_index, text_model, 
         assert engine.search("dog", mode="bm25", k=5).match is None  # bm25 has no alone thresholds in this file
 
 
-def test_absent_query_is_no_good_match_with_shipped_thresholds(text_index, text_model) -> None:
-    settings, rows = text_index
+def test_absent_query_is_no_good_match_with_shipped_thresholds(caption_sample24, text_model) -> None:
+    settings, rows = caption_sample24
     assert not any(term_hits([q for q in load_absent() if q.id == "kangaroo"], rows).values())
     with _engine(settings, text_model) as engine:
         response = engine.search(KANGAROO, k=5)
@@ -183,8 +170,8 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
-def test_cli_prints_the_no_match_line_and_json(text_index) -> None:
-    settings, rows = text_index
+def test_cli_prints_the_no_match_line_and_json(caption_sample24) -> None:
+    settings, rows = caption_sample24
     run = _cli("search", KANGAROO, "--data-dir", str(settings.data_dir), "-k", "3")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
