@@ -12,7 +12,7 @@ dense field (plus one sparse) per collection.
 
 Servers without several vector fields per collection (Milvus 2.3) get one collection per dense channel
 (`{prefix}_{channel}`, each with the scalar fields); servers without the BM25 Function (2.3, 2.4) keep the
-tokenised text and score BM25 in this process (rag/bm25.py), reading the texts once at first use.
+tokenised text and score BM25 in this process (rag/client_bm25.py), reading the texts once at first use.
 Both are said in one line when the store opens.
 """
 
@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from rag import embedded_lock
-from rag.bm25 import BM25Index, tokenize
+from rag.bm25 import tokenize
 from rag.channels import BM25, DENSE, Channel, IndexItem, declared
+from rag.client_bm25 import ClientBM25
 from rag.config import Settings
 from rag.errors import MmragError, StoreUnavailableError
 from rag.index_params import index_params_for, search_config_for_k
@@ -110,7 +111,7 @@ class CatalogStore:
         self.caps = caps
         self.info = info
         self.channels = channels
-        self._bm25: dict[str, BM25Index] = {}
+        self._client_bm25_index = ClientBM25(caps.label, self._read_texts)
         self._closed = False
 
     # ------------------------------------------------------------------ open / create
@@ -466,20 +467,17 @@ class CatalogStore:
 
     def _client_bm25(self, channel: Channel, terms: str, k: int, flt: Filter,
                      exclude: Sequence[Sequence[frozenset[str]]] = ()) -> list[tuple[str, float]]:
-        """BM25 where the server has no BM25 function: the texts are read once, then scored in this process."""
-        index = self._bm25.get(channel.name)
-        if index is None:
-            if not self._bm25:
-                log.warning("%s has no BM25 function: BM25 channels are scored in this process (texts read once); "
-                            "Milvus 2.5+ or Milvus Lite score them in the server", self.caps.label)
-            with self._milvus("reading texts for client-side BM25"):
-                rows = list(self._scan(self.collection_of(channel), [ID, channel.text_field]))
-            index = self._bm25[channel.name] = BM25Index([r[ID] for r in rows], [r[channel.text_field] for r in rows])
+        """BM25 where the server has no BM25 function (rag/client_bm25.py); the filter becomes an allowed-id set."""
         allowed = None
         if flt.expr:
             with self._milvus("filtering"):
                 allowed = {r[ID] for r in self._scan(self.primary, [ID], filter=self._inline(flt))}
-        return index.top(terms, k, allowed=allowed, exclude_groups=exclude)
+        return self._client_bm25_index.top(channel.name, terms, k, allowed=allowed, exclude=exclude)
+
+    def _read_texts(self, channel_name: str) -> list[tuple[str, str]]:
+        channel = self.channel(channel_name)
+        with self._milvus("reading texts for client-side BM25"):
+            return [(r[ID], r[channel.text_field]) for r in self._scan(self.collection_of(channel), [ID, channel.text_field])]
 
     @staticmethod
     def _inline(flt: Filter) -> str:
@@ -525,7 +523,7 @@ class CatalogStore:
                     out.append(full)
                 self.client.upsert(name, out)
             self._record_field_types(items)
-        self._bm25.clear()
+        self._client_bm25_index.invalidate()
 
     def flush(self) -> None:
         """Seal what this run wrote into segments (call once at the end of a run)."""
@@ -549,7 +547,7 @@ class CatalogStore:
         with self._milvus("deleting rows"):
             for name in self.collections:
                 self.client.delete(name, ids=list(ids))
-        self._bm25.clear()
+        self._client_bm25_index.invalidate()
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:
