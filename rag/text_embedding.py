@@ -221,6 +221,11 @@ class SentenceTransformerEmbedding(BaseEmbedding):
             return False
 
     @property
+    def backend(self) -> str:
+        """What computes the vectors: "onnx" (the cached export), "transformers" or "sentence-transformers"."""
+        return "onnx" if self._onnx is not None else "transformers" if self._plain is not None else "sentence-transformers"
+
+    @property
     def dim(self) -> int:
         if self._onnx is not None:
             return self._onnx[2]
