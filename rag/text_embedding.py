@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,8 @@ def save_onnx(model: Any, tokenizer: Any, pooling: str, path: Path) -> None:
                           padding=True, return_tensors="pt")  # other batch and sequence sizes than the export's
         module = Pooled(model).eval()
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):  # fail before the export's seconds of work, not after
+            raise PermissionError(f"{path.parent} is not writable")
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (example["input_ids"], example["attention_mask"]), str(tmp), dynamo=False,
@@ -223,7 +226,9 @@ class SentenceTransformerEmbedding(BaseEmbedding):
     @property
     def backend(self) -> str:
         """What computes the vectors: "onnx" (the cached export), "transformers" or "sentence-transformers"."""
-        return "onnx" if self._onnx is not None else "transformers" if self._plain is not None else "sentence-transformers"
+        if self._onnx is not None:
+            return "onnx"
+        return "transformers" if self._plain is not None else "sentence-transformers"
 
     @property
     def dim(self) -> int:
