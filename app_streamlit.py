@@ -52,8 +52,9 @@ def open_engine(settings_key: str) -> Any:
     from rag.search import SearchEngine, limit_query_threads  # imported here so the page renders while torch loads
 
     settings = Settings.from_env()
+    engine = SearchEngine.open(settings, models_from_index=models_from_index())
     limit_query_threads(settings.query_threads)  # single queries: spinning thread pools cost 19x at p50 on a busy box
-    return SearchEngine.open(settings, models_from_index=models_from_index())
+    return engine
 
 
 def models_from_index() -> bool:

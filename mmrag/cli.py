@@ -180,8 +180,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         from rag.query_parser import parse_query
 
         parse_query(args.query)  # a malformed query fails before the store and models open
-    limit_query_threads(settings.query_threads)
     with SearchEngine.open(settings, models_from_index=args.clip_model is None and args.text_model is None) as engine:
+        limit_query_threads(settings.query_threads)
         if args.queries is not None:
             return _batch_search(engine, args, filters)
         response = engine.search(args.query, image=args.image, mode=args.mode, k=args.k, filters=filters, parts=parts,
@@ -300,8 +300,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise MmragError(f"cannot read the saved conversation {saved}: {exc}") from None
     llm = VisionChatLLM.from_settings(settings) if settings.vlm_base_url and settings.vlm_model else None
-    limit_query_threads(settings.query_threads)
     with SearchEngine.open(settings, models_from_index=args.clip_model is None and args.text_model is None) as engine:
+        limit_query_threads(settings.query_threads)
         asker = Asker(engine, llm, settings.ask_images)
         turn = asker.search(args.question, conversation, follow_up=args.follow_up, mode=args.mode, k=args.k,
                             filters=parse_filters(args.filter))

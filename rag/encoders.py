@@ -25,7 +25,7 @@ class Encoders:
         if clip is None and settings.clip_model:
             clip = load_clip(settings.clip_model, batch_size=settings.batch_size, dtype=settings.clip_dtype)
         text = text or make_text_embedder(settings.text_model, openai_api_key=settings.openai_api_key,
-                                          trace_dir=settings.data_dir / "models")
+                                          cache_dir=settings.data_dir / "models")
         return cls(clip, text)
 
     def has(self, encoder: str | None) -> bool:

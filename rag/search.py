@@ -7,6 +7,7 @@ read by the eval harness and the app.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -76,13 +77,15 @@ class SearchResponse:
 def limit_query_threads(threads: int) -> None:
     """`threads` torch + one BLAS thread for single-query inference (bench/RESULTS.md 2b; 0 keeps the defaults).
 
-    Call it where a process only searches (`mmrag search`, the app); indexing keeps both cores (1.8x on batches).
+    Call it where a process only searches (`mmrag search`, the app), once its models are loaded: torch is limited
+    only when a model brought it in (a caption-only index runs on onnxruntime and never imports it), and
+    threadpoolctl only reaches the BLAS libraries loaded by then. Indexing keeps both cores (1.8x on batches).
     """
     if threads > 0:
-        import torch
         from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
         threadpool_limits(1, user_api="blas")
 
 

@@ -66,3 +66,36 @@ def test_typed_filter_refusals_are_one_line(example_index) -> None:
         assert out.returncode == 2 and message in out.stderr, (flt, out.stderr)
     ok = mmrag("search", "dog", "--filter", "categories_known=true", "--json", "--data-dir", str(example_index))
     assert ok.returncode == 0 and json.loads(ok.stdout)["results"]
+
+
+SEARCH_SCRIPT = """
+import json, sys
+from pathlib import Path
+from rag.config import Settings
+from rag.search import SearchEngine, limit_query_threads
+
+settings = Settings.from_env().with_(data_dir=Path(sys.argv[1]))
+with SearchEngine.open(settings, models_from_index=True) as engine:
+    limit_query_threads(settings.query_threads)
+    response = engine.search("an elephant", k=3)
+print(json.dumps({"paths": [r.path for r in response.results], "backend": engine.text_embedder.backend,
+                  "torch": "torch" in sys.modules, "transformers": "transformers" in sys.modules}))
+"""
+
+
+def test_caption_side_search_imports_neither_torch_nor_transformers(example_index) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    assert list((example_index / "models").glob("*.onnx")), "indexing exports the caption model to ONNX"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MMRAG_DATA_DIR": "", "MMRAG_URI": "", "MMRAG_CLIP_MODEL": ""}
+    out = subprocess.run([sys.executable, "-c", SEARCH_SCRIPT, str(example_index)], cwd=REPO, capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = _rows()
+    assert len(report["paths"]) == 3 and all("elephant" in rows[Path(p).name]["categories"] for p in report["paths"])
+    assert report["backend"] == "onnx" and report["torch"] is False and report["transformers"] is False
