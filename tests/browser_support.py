@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 MAX_SCREENSHOT_BYTES = 500 * 1024
 CHAT = '[data-testid="stChatMessage"]'
-THUMBS = f'{CHAT} [data-testid="stImage"] img'
+IMAGES = '[data-testid="stImage"] img'
+THUMBS = f"{CHAT} {IMAGES}"
 CHAT_INPUT = '[data-testid="stChatInputTextArea"]'
 
 
@@ -93,8 +94,9 @@ def open_app(page: Any, url: str) -> None:
 
 
 def rendered_thumbnails(page: Any, scope: str = "") -> list[int]:
-    """naturalWidth of every result thumbnail (under `scope`, a CSS selector) that finished loading (0 = broken)."""
-    selector = f"{scope} {THUMBS}" if scope else THUMBS
+    """naturalWidth of every result thumbnail (in the chat, or under `scope`, a CSS selector) that finished loading
+    (0 = broken)."""
+    selector = f"{scope} {IMAGES}" if scope else THUMBS
     return page.eval_on_selector_all(selector, "els => els.map(e => e.complete ? e.naturalWidth : -1)")
 
 
