@@ -93,6 +93,13 @@ def open_app(page: Any, url: str) -> None:
     page.locator(CHAT_INPUT).wait_for()
 
 
+def switch_on(page: Any, label: str) -> None:
+    """Turn on the st.toggle labelled `label` (the Search tab's "Ask")."""
+    toggle = page.locator('[data-testid="stCheckbox"]').filter(has_text=label)
+    toggle.locator("label").click()
+    toggle.locator("input:checked").wait_for(state="attached")
+
+
 def rendered_thumbnails(page: Any, scope: str = "") -> list[int]:
     """naturalWidth of every result thumbnail (in the chat, or under `scope`, a CSS selector) that finished loading
     (0 = broken)."""

@@ -13,7 +13,7 @@ import pytest
 
 from browser_support import (
     CHAT, DOCS, browser_page, keep_screenshot, open_app, rendered_thumbnails, require_browser, serve_app,
-    submit_query,
+    submit_query, switch_on,
 )  # fmt: skip
 from conftest import copy_sample, pick_sample
 from rag.ask import NO_ENDPOINT
@@ -73,9 +73,7 @@ def test_query_renders_thumbnails_and_screenshot(served_app, page) -> None:
 def test_ask_without_an_endpoint_says_so_and_shows_the_results(served_app, page) -> None:
     """The Ask toggle on an app with no VLM endpoint configured: one line saying so, and the search results."""
     open_app(page, served_app["url"])
-    page.locator('[data-testid="stCheckbox"]').filter(has_text="Ask").locator("label").click()
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stCheckbox"] input')]
-                                     .some(i => i.checked)""")
+    switch_on(page, "Ask")
     submit_query(page, "a dog on a sofa", 10)
     assert len(rendered_thumbnails(page)) == 10
     notes = page.locator(f'{CHAT} [data-testid="stAlert"]').all_inner_texts()

@@ -17,7 +17,7 @@ import pytest
 
 from browser_support import (
     CHAT, DOCS, THUMBS, browser_page, keep_screenshot, open_app, rendered_thumbnails, require_browser, serve_app,
-    submit_query, wait_thumbnails,
+    submit_query, switch_on, wait_thumbnails,
 )  # fmt: skip
 from conftest import read_rows, require_retrieval_data, run_mmrag
 from fake_vlm_server import FakeVLMServer
@@ -43,8 +43,8 @@ def catalog_app(tmp_path_factory):
     catalog = require_retrieval_data()
     rows = read_rows(catalog)
     root = tmp_path_factory.mktemp("browser_catalog")
-    out = run_mmrag("index", str(catalog / "images"), "--metadata", str(catalog / "metadata.jsonl"),
-                    "--clip-model", "none", "--data-dir", str(root / "data"), "--quiet", "--json", timeout=600)  # fmt: skip
+    out = run_mmrag("index", str(catalog / "images"), "--metadata", str(catalog / "metadata.jsonl"), "--clip-model",
+                    "none", "--data-dir", str(root / "data"), "--quiet", "--json", timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["total_in_store"] == len(rows) == 567 and report["channels"] == ["caption", "bm25", "ocr"]
@@ -54,7 +54,8 @@ def catalog_app(tmp_path_factory):
         with serve_app(settings, root / "streamlit.log") as url:
             yield {"url": url, "root": root, "vlm": vlm,
                    "categories": {Path(r["file"]).name: set(r.get("categories", [])) for r in rows},
-                   "captions": {Path(r["file"]).name: " ".join(r.get("captions", [])).lower() for r in rows}}  # fmt: skip
+                   "captions": {Path(r["file"]).name: " ".join(r.get("captions", [])).lower() for r in rows},
+                   }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def _open_captions(page: Any, n: int, count: int) -> None:
 
 
 def _screenshot(page: Any, name: str, root: Path, bottom_of: Any) -> bytes:
-    """The chat column from the first message down to the bottom of `bottom_of` (a locator), as docs/screenshots/NAME."""
+    """The chat column from the first message to the bottom of `bottom_of` (a locator), as docs/screenshots/NAME."""
     page.wait_for_timeout(500)  # let the last layout pass settle before the picture
     main = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()
     top = page.locator(CHAT).first.bounding_box()["y"] - 12
@@ -112,7 +113,8 @@ def test_text_query_highlights_matched_terms(catalog_app, page) -> None:
     assert len(terms) >= 5 and all(t <= {"giraffe", "eating", "leave"} for t in terms)  # BM25 tokens of the query
     assert "matched: giraffe, eating, leave" in matched  # the top result holds every query term
     _open_captions(page, 0, 5)
-    bold = [b.lower() for b in answer.locator('details[open] [data-testid="stExpanderDetails"] strong').all_inner_texts()]
+    bold = answer.locator('details[open] [data-testid="stExpanderDetails"] strong').all_inner_texts()
+    bold = [b.lower() for b in bold]
     assert {"giraffe", "eating", "leaves"} <= set(bold)  # the caption's matched words, highlighted
     assert set(bold) <= {"giraffe", "giraffes", "eating", "leave", "leaves"}, bold  # and nothing else
     first_row = answer.locator('[data-testid="stHorizontalBlock"]').first
@@ -123,7 +125,7 @@ def test_composite_query_chips_edit_the_search(catalog_app, page) -> None:
     open_app(page, catalog_app["url"])
     submit_query(page, COMPOSITE_QUERY, 10)
     chips = _turn(page, 0).locator('[class*="st-key-chips_"] [data-tag]')
-    assert [c.strip() for c in chips.all_inner_texts()] == ["+ 2:kitchen", "+ oven", "- person"], chips.all_inner_texts()
+    assert [c.strip() for c in chips.all_inner_texts()] == ["+ 2:kitchen", "+ oven", "- person"]
     with_minus = _file_names(page, 0)
     categories = catalog_app["categories"]
     assert len(with_minus) == 10 and all("kitchen" in catalog_app["captions"][n] for n in with_minus[:5])
@@ -132,7 +134,8 @@ def test_composite_query_chips_edit_the_search(catalog_app, page) -> None:
 
     # remove the "- person" chip, search again: a new turn, and people come back into the kitchens
     page.get_by_role("button", name="Remove - person").click()
-    page.wait_for_function(f"""() => document.querySelectorAll('{CHAT} [class*="st-key-chips_"] [data-tag]').length === 2""")
+    page.wait_for_function(f"""() => document.querySelectorAll('{CHAT} [class*="st-key-chips_"] [data-tag]')
+                                              .length === 2""")
     page.get_by_role("button", name="Search with these parts").click()
     wait_thumbnails(page, 20)
     assert "2:kitchen + oven" in page.locator(CHAT).nth(2).inner_text()
@@ -150,8 +153,8 @@ def test_no_good_match_greys_the_nearest_results(catalog_app, page) -> None:
     submit_query(page, ABSENT_QUERY, 10)
     answer = _turn(page, 0)
     notice = answer.locator('[data-testid="stAlert"]').all_inner_texts()
-    assert [n.strip() for n in notice] == [f"No good match for “{ABSENT_QUERY}”: nothing in the catalog scores above "
-                                           "the no-match threshold. The nearest results are shown greyed below."]
+    assert [n.strip() for n in notice] == [f"No good match for “{ABSENT_QUERY}”: nothing in the catalog scores "
+                                           "above the no-match threshold. The nearest results are shown greyed below."]
     grid = answer.locator('[class*="st-key-nomatch_"]')
     assert grid.count() == 1 and len(rendered_thumbnails(page, '[class*="st-key-nomatch_"]')) == 10
     filters = page.eval_on_selector_all(THUMBS, "els => els.map(e => getComputedStyle(e).filter)")
@@ -168,9 +171,7 @@ def test_ask_streams_an_answer_with_citations_linked_to_the_cards(catalog_app, p
     vlm = catalog_app["vlm"]
     before = len(vlm.chat_requests)
     open_app(page, catalog_app["url"])
-    page.locator('[data-testid="stCheckbox"]').filter(has_text="Ask").locator("label").click()
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stCheckbox"] input')]
-                                     .some(i => i.checked)""")
+    switch_on(page, "Ask")
     submit_query(page, QUESTION, 10)
     answer = _turn(page, 0)
     page.wait_for_function(f"""() => [...document.querySelectorAll('{CHAT}')][1]
@@ -180,10 +181,16 @@ def test_ask_streams_an_answer_with_citations_linked_to_the_cards(catalog_app, p
     assert [h.rsplit("-", 1)[-1] for h in hrefs] == ["1", "2"]  # [5] was not sent: no link
     for href in hrefs:  # each citation points at its card in the same turn
         assert answer.locator(f'[id="{href.split("#", 1)[1]}"]').count() == 1
+    card_top = """id => document.getElementById(id).getBoundingClientRect().top"""
+    assert page.evaluate(card_top, hrefs[1].split("#")[1]) > 100
+    links.nth(1).click()  # [2] scrolls the chat to card #2's anchor
+    page.wait_for_function(f"id => Math.abs(({card_top})(id)) < 4", arg=hrefs[1].split("#")[1])
+    assert page.url.endswith(hrefs[1]) and len(page.context.pages) == 1  # same tab
     text = answer.inner_text()
     assert "Scripted test reply" in text and "[5]⚠" in text
     assert "the answer cites [5], a result that was not sent to the model" in text
-    assert answer.locator('[data-testid="stCaptionContainer"]').filter(has_text="not sent to the model").count() == 10 - ASK_IMAGES
+    unsent = answer.locator('[data-testid="stCaptionContainer"]').filter(has_text="not sent to the model")
+    assert unsent.count() == 10 - ASK_IMAGES
     assert len(rendered_thumbnails(page)) == 10
     sent = vlm.chat_requests[before:]
     assert len(sent) == 1 and len(sent[0].images) == ASK_IMAGES and sent[0].body.get("stream") is True
