@@ -32,6 +32,7 @@ TEXT_QUERY = "a giraffe eating leaves"
 COMPOSITE_QUERY = "2:kitchen + oven - person"
 ABSENT_QUERY = "a kangaroo hopping through the outback"  # eval/absent_queries.json: no caption or label holds it
 QUESTION = "which photos show a dog on a beach, and what are the dogs doing?"
+FOLLOW_UP = "only the ones with two dogs"
 SCRIPTED_ANSWER = "Scripted test reply, not a model: [1] and [2] were sent; [5] was not."
 
 
@@ -147,6 +148,19 @@ def test_composite_query_chips_edit_the_search(catalog_app, page) -> None:
     assert [c.strip() for c in latest.all_inner_texts()] == ["+ 2:kitchen", "+ oven"]
     assert not _turn(page, 0).locator('[class*="st-key-chips_"]').count()  # only the latest turn is editable
 
+    # type the chip back in: the same parts as the first turn find the same photos, in the same order
+    box = _turn(page, 1).locator('[class*="st-key-chips_"] input').first
+    box.click()
+    box.fill("- person")
+    page.get_by_role("option").filter(has_text="- person").wait_for()  # the drop-down offers the new chip
+    box.press("Enter")
+    latest.filter(has_text="- person").wait_for()
+    page.keyboard.press("Escape")  # close the chip drop-down
+    page.get_by_role("button", name="Search with these parts").click()
+    wait_thumbnails(page, 30)
+    assert "2:kitchen + oven - person" in page.locator(CHAT).nth(4).inner_text()
+    assert _file_names(page, 2) == with_minus
+
 
 def test_no_good_match_greys_the_nearest_results(catalog_app, page) -> None:
     open_app(page, catalog_app["url"])
@@ -194,3 +208,11 @@ def test_ask_streams_an_answer_with_citations_linked_to_the_cards(catalog_app, p
     assert len(rendered_thumbnails(page)) == 10
     sent = vlm.chat_requests[before:]
     assert len(sent) == 1 and len(sent[0].images) == ASK_IMAGES and sent[0].body.get("stream") is True
+
+    # right after an answer, a question refines it: searched together, sent with the previous exchange
+    submit_query(page, FOLLOW_UP, 20)
+    assert f"Follow-up: searched for “{QUESTION} {FOLLOW_UP}”" in _turn(page, 1).inner_text()
+    _turn(page, 1).locator('a[href*="#card-"]').first.wait_for()
+    sent = vlm.chat_requests[before:]
+    assert [m["role"] for m in sent[-1].body["messages"]] == ["system", "user", "assistant", "user"]
+    assert len(sent) == 2 and sent[-1].body["messages"][2]["content"] == SCRIPTED_ANSWER
