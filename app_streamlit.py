@@ -32,6 +32,9 @@ from rag.errors import MmragError
 MODE_LABELS = {"hybrid": "Hybrid (RRF)", "clip": "CLIP", "caption": "Caption", "bm25": "BM25", "ocr": "OCR text"}
 GRID_COLUMNS = 5
 MATCH_LABELS = {"weak": "weak match", "none": "no good match"}
+# In a turn that found good matches, a card below every threshold is the weakest of them, not "no match" (the JSON
+# keeps "none": each result's own verdict from its own scores).
+MATCH_LABELS_IN_GOOD_TURN = {"weak": "weak match", "none": "weakest match"}
 # Result grids of a "no good match" turn sit in containers keyed nomatch_<turn id>: grey their thumbnails.
 NO_MATCH_CSS = '<style>[class*="st-key-nomatch_"] img { filter: grayscale(1); opacity: 0.45; }</style>'
 MAX_FILTER_DROPDOWNS = 6
@@ -233,7 +236,7 @@ def run_search(engine: Any, controls: dict[str, Any], text: str | None, image: s
 
 
 def render_card(card: ResultCard, turn_id: int, thumbs: ThumbnailCache, retrievers: list[str],
-                ask: Any = None) -> None:
+                ask: Any = None, turn_match: str | None = None) -> None:
     clip_on = "clip" in retrievers
     if ask is not None:  # an Ask turn: the answer's [n] links here
         from rag.app.ask_view import card_anchor
@@ -243,8 +246,9 @@ def render_card(card: ResultCard, turn_id: int, thumbs: ThumbnailCache, retrieve
     st.caption(card.ranks_text(retrievers), help=card.caption or "(no caption)")
     if card.matched_terms:
         st.caption(f"matched: {', '.join(card.matched_terms)}")
-    if card.match in MATCH_LABELS:
-        st.caption(MATCH_LABELS[card.match])
+    labels = MATCH_LABELS_IN_GOOD_TURN if turn_match == "good" else MATCH_LABELS
+    if card.match in labels:
+        st.caption(labels[card.match])
     if ask is not None and not any(s.sent and s.number == card.rank for s in ask.sources):
         st.caption("not sent to the model")
     with st.expander("Caption"):
@@ -305,7 +309,7 @@ def render_turn(turn: Turn, thumbs: ThumbnailCache, retrievers: list[str], asker
             columns = grid.columns(GRID_COLUMNS)
             for column, card in zip(columns, turn.results[start : start + GRID_COLUMNS]):
                 with column:
-                    render_card(card, turn.id, thumbs, retrievers, turn.ask)
+                    render_card(card, turn.id, thumbs, retrievers, turn.ask, turn.match)
 
 
 def render_match_notice(turn: Turn) -> None:

@@ -106,6 +106,8 @@ def test_text_query_highlights_matched_terms(catalog_app, page) -> None:
     answer = _turn(page, 0)
     assert "10 results · hybrid" in answer.inner_text()
     assert not answer.locator('[class*="st-key-nomatch_"]').count()  # giraffes exist: nothing greyed
+    # a good turn never tells the user "no good match" on a card: its weakest results say "weakest match"
+    assert not answer.locator('[data-testid="stCaptionContainer"]').filter(has_text="no good match").count()
     names = _file_names(page, 0)
     assert len(names) == 10 and all("giraffe" in catalog_app["captions"][name] for name in names[:5])
 
