@@ -64,10 +64,12 @@ def split_ids(ids: Sequence[str], seed: int = SEED) -> tuple[list[str], list[str
     return sorted(order[:half]), sorted(order[half:])
 
 
-def query_evidence(response: Any, channels: Sequence[str], n_docs: int, bm25_text: str) -> dict[str, float | None]:
+def query_evidence(response: Any, channels: Sequence[str], n_docs: int) -> dict[str, float | None]:
+    """Per channel, the strongest normalised score among the results, normalised as the engine does when it judges
+    a query: BM25 by the text the BM25 channel searched (negated words left out), not the raw query."""
     out: dict[str, float | None] = {}
     for ch in channels:
-        values = [evidence(ch, (getattr(r, "scores", None) or {}).get(ch), bm25_text=bm25_text, n_docs=n_docs)
+        values = [evidence(ch, (getattr(r, "scores", None) or {}).get(ch), bm25_text=response.bm25_query, n_docs=n_docs)
                   for r in response.results]
         values = [v for v in values if v is not None]
         out[ch] = max(values) if values else None
@@ -82,7 +84,7 @@ def collect(engine: Any, gold: GoldSet, absent: Sequence[AbsentQuery], mode: str
     points = []
     for qid, form, text, present in tqdm(items, desc=f"no-match {mode}", disable=not show_progress, leave=False):
         response = engine.search(text, mode=mode, k=k)
-        points.append(Point(qid, form, text, present, query_evidence(response, channels, n_docs, text)))
+        points.append(Point(qid, form, text, present, query_evidence(response, channels, n_docs)))
     return points
 
 

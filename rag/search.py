@@ -55,6 +55,7 @@ class SearchResponse:
     negations: list[Negation] = field(default_factory=list)  # negations found in the plain text
     match: str | None = None  # the best result's match; None: no calibrated channel took part
     match_evidence: dict[str, float | None] = field(default_factory=dict)  # channel -> strongest normalised score
+    bm25_query: str = ""  # the text BM25 channels searched (positive parts): what BM25 evidence is normalised by
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -207,7 +208,7 @@ class SearchEngine:
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResponse(text or "", mode, results, timings, image=str(image) if image is not None else None,
                               fusion=fusion if mode == HYBRID else None, match=match, match_evidence=evidence,
-                              parts=parts, negations=negations)
+                              parts=parts, negations=negations, bm25_query=str(inputs.get("bm25") or ""))
 
     def _judge_match(self, results: list[SearchResult], query: SearchQuery) -> tuple[str | None, dict[str, float | None]]:
         """Set each result's match and return the query's (rag/match.py); native fusion records no channel scores."""

@@ -14,9 +14,10 @@ import pytest
 
 from conftest import REPO
 from eval.absent import AbsentQuery, load_absent, term_hits
-from eval.match_calibration import Point, fit, score, split_ids
+from eval.match_calibration import Point, fit, query_evidence, score, split_ids
 from rag.config import DEFAULT_MATCH_THRESHOLDS, Settings
 from rag.errors import MmragError
+from rag.bm25 import tokenize
 from rag.match import ChannelThreshold, MatchJudge, bm25_evidence, evidence
 
 KANGAROO = "a kangaroo hopping through the outback"
@@ -152,6 +153,21 @@ def test_engine_verdicts_follow_each_channels_own_score(caption_sample24, text_m
         alone = engine.search("dog", mode="caption", k=5)
         assert all(r.match == ChannelThreshold(0.2, 0.9).level(r.scores["caption"]) for r in alone.results)
         assert engine.search("dog", mode="bm25", k=5).match is None  # bm25 has no alone thresholds in this file
+
+
+def test_calibration_measures_evidence_as_the_engine_judges_it(caption_sample24, text_model) -> None:
+    """Fit and use must see the same numbers: for a negated query the BM25 evidence is normalised by the words the
+    BM25 channel searched ("dog"), not by the raw query ("a dog without a frisbee": 3 terms)."""
+    settings, _ = caption_sample24
+    with _engine(settings, text_model) as engine:
+        n = engine.count()
+        for query in ("a dog with no people around", "2:dog + couch - person", "dog"):
+            response = engine.search(query, k=10)
+            assert response.match_evidence and query_evidence(response, ["caption", "bm25"], n) == response.match_evidence
+        negated = engine.search("a dog without a frisbee", k=10)  # no frisbee in these 24 photos' captions
+        assert tokenize(negated.bm25_query) == ["dog"]
+        raw = max(bm25_evidence(r.scores["bm25"], "a dog without a frisbee", n) or 0 for r in negated.results)
+        assert query_evidence(negated, ["bm25"], n)["bm25"] > raw > 0
 
 
 def test_absent_query_is_no_good_match_with_shipped_thresholds(caption_sample24, text_model) -> None:
