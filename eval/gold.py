@@ -45,6 +45,28 @@ def _tokenize(expr: str) -> list[tuple[str, Any]]:
     return tokens
 
 
+def expr_categories(expr: str) -> tuple[list[str], list[str]]:
+    """(positive, negated) category names of a category expression (a name under '!', or in a group under '!',
+    counts as negated)."""
+    pos: list[str] = []
+    neg: list[str] = []
+    stack: list[bool] = []
+    pending = False
+    for kind, value in _tokenize(expr):
+        if (kind, value) == ("op", "!"):
+            pending = True
+        elif (kind, value) == ("op", "("):
+            stack.append(pending or (stack[-1] if stack else False))
+            pending = False
+        elif (kind, value) == ("op", ")"):
+            if stack:
+                stack.pop()
+        elif kind == "name":
+            (neg if pending or (stack and stack[-1]) else pos).append(value)
+            pending = False
+    return pos, neg
+
+
 def parse_expr(expr: str, vocabulary: set[str] | None = None) -> tuple[Predicate, set[str]]:
     """Compile a category expression into a predicate over category counts.
 

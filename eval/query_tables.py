@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from eval.gold import GoldQuery, GoldSet, _tokenize
+from eval.gold import GoldQuery, GoldSet, expr_categories
 from eval.metrics import condense, mean_metrics, query_metrics
 from rag.errors import MmragError
 
@@ -76,27 +76,6 @@ def load_translations(path: Path, gold: GoldSet) -> Translations:
                     raise MmragError(f"{path}: query {qid} lacks its {languages[lang]} {form} form")
                 texts[(qid, lang, form)] = text.strip()
     return Translations(dict(languages), texts, Path(path))
-
-
-def expr_categories(expr: str) -> tuple[list[str], list[str]]:
-    """(positive, negated) category names of a gold expression (a name under '!' counts as negated)."""
-    pos: list[str] = []
-    neg: list[str] = []
-    stack: list[bool] = []
-    pending = False
-    for kind, value in _tokenize(expr):
-        if (kind, value) == ("op", "!"):
-            pending = True
-        elif (kind, value) == ("op", "("):
-            stack.append(pending or (stack[-1] if stack else False))
-            pending = False
-        elif (kind, value) == ("op", ")"):
-            if stack:
-                stack.pop()
-        elif kind == "name":
-            (neg if pending or (stack and stack[-1]) else pos).append(value)
-            pending = False
-    return pos, neg
 
 
 class QueryRunner:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from eval import plots
-from eval.gold import GoldQuery, GoldSet, _tokenize
+from eval.gold import GoldQuery, GoldSet, expr_categories
 from eval.match_report import no_match_markdown
 from eval.metrics import METRICS, paired_sign_flip_p
 from eval.query_report import render_query_tables, slim_query_tables
@@ -116,27 +116,6 @@ def mention_word(text: str, category: str) -> str | None:
     return m.group(0).lower() if m else category
 
 
-def expr_terms(expr: str) -> tuple[list[str], list[str]]:
-    """(positive names, negated names) of a category expression (negation of groups counts as negated)."""
-    pos: list[str] = []
-    neg: list[str] = []
-    negate_depth: list[bool] = []
-    pending_not = False
-    for kind, value in _tokenize(expr):
-        if (kind, value) == ("op", "!"):
-            pending_not = True
-        elif (kind, value) == ("op", "("):
-            negate_depth.append(pending_not or (negate_depth[-1] if negate_depth else False))
-            pending_not = False
-        elif (kind, value) == ("op", ")"):
-            negate_depth.pop() if negate_depth else None
-        elif kind == "name":
-            negated = pending_not or (negate_depth[-1] if negate_depth else False)
-            (neg if negated else pos).append(value)
-            pending_not = False
-    return pos, neg
-
-
 # ---------------------------------------------------------------- tables
 
 
@@ -224,7 +203,7 @@ def _fmt_ranks(ranks: dict[str, int | None]) -> str:
 
 def classify_miss(q: GoldQuery, row: dict[str, Any], ranks: dict[str, int | None]) -> tuple[str, str, str]:
     """(cause id, blamed retriever(s), why) for a relevant image missing from the judged top-10."""
-    pos, _ = expr_terms(q.expr)
+    pos, _ = expr_categories(q.expr)
     caps = _captions(row)
     present = [c for c in pos if c in row.get("categories", [])]
     if not caps:
@@ -259,7 +238,7 @@ def classify_miss(q: GoldQuery, row: dict[str, Any], ranks: dict[str, int | None
 
 def classify_wrong(q: GoldQuery, row: dict[str, Any], ranks: dict[str, int | None]) -> tuple[str, str, str]:
     """(cause id, blamed retriever, why) for a judged non-relevant image in the top-5."""
-    pos, neg = expr_terms(q.expr)
+    pos, neg = expr_categories(q.expr)
     cats = row.get("categories", [])
     text = " ".join(_captions(row))
     shown = {m: r for m, r in ranks.items() if r is not None}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLE_CATALOG
-from eval.gold import compute_relevance, judged_pool, load_gold, parse_gold, read_metadata
-from eval.query_tables import expr_categories, load_translations
+from eval.gold import compute_relevance, expr_categories, judged_pool, load_gold, parse_gold, read_metadata
+from eval.query_tables import load_translations
 from rag.errors import MmragError
 
 QUERIES = [

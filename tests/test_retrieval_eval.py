@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.gold import compute_relevance, judged_pool, load_gold, parse_gold
+from eval.gold import compute_relevance, expr_categories, judged_pool, load_gold, parse_gold
 from eval.retrieval_eval import (
     NO_CLIP,
     Catalog,
@@ -25,7 +25,7 @@ from eval.retrieval_eval import (
     run_experiments,
     sweep_grid,
 )
-from eval.retrieval_report import classify_miss, classify_wrong, expr_terms, mentions, write_report
+from eval.retrieval_report import classify_miss, classify_wrong, mentions, write_report
 from rag.config import Settings, shared_data_dir
 from rag.errors import MmragError
 from rag.rerank import Reranker, parse_yes_no
@@ -293,9 +293,9 @@ def test_analyse_sweep_picks_best_and_cross_validates(synthetic):
 # ---------------------------------------------------------------- failure classification
 
 
-def test_expr_terms_and_mentions():
-    assert expr_terms("dog & !person") == (["dog"], ["person"])
-    assert expr_terms("(cat | dog) & !(laptop | tv)") == (["cat", "dog"], ["laptop", "tv"])
+def test_expr_categories_and_mentions():
+    assert expr_categories("dog & !person") == (["dog"], ["person"])
+    assert expr_categories("(cat | dog) & !(laptop | tv)") == (["cat", "dog"], ["laptop", "tv"])
     assert mentions("A Teddy Bear on a bed", "teddy bear") and not mentions("A teddy bear on a bed", "bear")
     assert mentions("two brown bears", "bear") and mentions("a purse on a chair", "handbag")
     assert not mentions("a catalog", "cat")
